@@ -1,0 +1,105 @@
+"""The Starlette application: wires the store, blobs, scheduler, routes and side tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+
+from tabgrid.blobs import BlobStore
+from tabgrid.scheduler import Scheduler
+from tabgrid.settings import Settings
+from tabgrid.store import Store
+
+log = logging.getLogger("tabgrid")
+
+
+@dataclass
+class Services:
+    """Everything a request handler may touch, reachable as request.app.state.services."""
+
+    settings: Settings
+    store: Store
+    blobs: BlobStore
+    scheduler: Scheduler
+
+
+def create_app(settings: Settings) -> Starlette:
+    from tabgrid import api, gateway, pages
+
+    store = Store(settings.db)
+    blobs = BlobStore(settings.blob_dir)
+    services = Services(settings, store, blobs, Scheduler(store, blobs, settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks = [
+            _supervised(services.scheduler.run(), "scheduler"),
+            _supervised(services.scheduler.sweep(), "lease sweeper"),
+        ]
+        await services.scheduler.start()
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            store.close()
+
+    routes = api.routes() + gateway.routes() + pages.routes()
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=api.exception_handlers(),
+        middleware=api.middleware(settings),
+    )
+    app.state.services = services
+    return app
+
+
+def _supervised(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A side task that dies takes the server down with it instead of failing silently."""
+    task = asyncio.create_task(coro, name=name)
+
+    def done(t: asyncio.Task[None]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.critical("%s died: %r; stopping the coordinator", name, t.exception())
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    task.add_done_callback(done)
+    return task
+
+
+def serve(settings: Settings) -> None:
+    """Runs the coordinator until interrupted."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.distinct_addresses:
+        log.warning(
+            "distinct-address rule is OFF: replicas of a unit may go to workers at one address "
+            "(fine on one machine, where every tab shares 127.0.0.1; not for a public network)"
+        )
+    log.info("database %s, blobs in %s", _redact(settings.db), settings.blob_dir)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=settings.limits.max_message,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

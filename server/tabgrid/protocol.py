@@ -1,0 +1,251 @@
+"""Every websocket message and HTTP body, as msgspec Structs.
+
+Websocket messages are JSON text frames tagged by a lower-case ``type`` field; the browser
+worker speaks the same tags. New fields always get defaults so old peers keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+PROTOCOL_VERSION = 1
+
+Digest = Annotated[str, Meta(pattern="^[0-9a-f]{64}$", description="sha256 of the bytes, hex")]
+DType = Literal["float32", "int32", "uint32", "uint8", "float64", "int64"]
+Params = dict[str, Any]
+Count = Annotated[int, Meta(ge=0)]
+
+
+class BlobRef(Struct, frozen=True):
+    """A typed array stored as a content-addressed blob (C order, little-endian)."""
+
+    digest: Digest
+    dtype: DType
+    shape: list[Annotated[int, Meta(ge=0)]]
+
+
+class Output(Struct, frozen=True):
+    """One named output of a unit: a blob reference, with the bytes inline when small."""
+
+    digest: Digest
+    dtype: DType
+    shape: list[Annotated[int, Meta(ge=0)]]
+    data: bytes | None = None
+
+
+# ---- worker -> coordinator ----------------------------------------------------------------
+
+
+class Adapter(Struct, frozen=True):
+    vendor: str = ""
+    architecture: str = ""
+    description: str = ""
+
+
+class Hello(Struct, tag="hello", frozen=True):
+    kind: Literal["native", "browser"]
+    protocol: int = PROTOCOL_VERSION
+    worker_id: str | None = None
+    secret: str | None = None
+    name: str = ""
+    adapter: Adapter = Adapter()
+    kernels: list[str] = []
+
+
+class Ready(Struct, tag="ready", frozen=True):
+    n: Annotated[int, Meta(ge=0, le=10_000)]
+
+
+class ResultItem(Struct, frozen=True):
+    lease: int
+    outputs: dict[str, Output] | None = None
+    error: str | None = None
+    elapsed_ms: float = 0.0
+
+
+class Result(Struct, tag="result", frozen=True):
+    results: list[ResultItem]
+
+
+class Bye(Struct, tag="bye", frozen=True):
+    reason: str = ""
+
+
+WorkerMessage = Hello | Ready | Result | Bye
+
+
+# ---- coordinator -> worker ----------------------------------------------------------------
+
+
+class Welcome(Struct, tag="welcome", frozen=True):
+    worker_id: str
+    secret: str
+    max_inline: int
+    max_message: int
+
+
+class JobSpec(Struct, tag="job", frozen=True):
+    """Sent once per job and connection, before that job's first lease."""
+
+    job: int
+    kernel: str
+    params: Params
+    inputs: dict[str, BlobRef]
+
+
+class LeaseItem(Struct, frozen=True):
+    lease: int
+    job: int
+    unit: int
+    index: int
+    params: Params
+    inputs: dict[str, BlobRef]
+    deadline: float
+
+
+class Lease(Struct, tag="lease", frozen=True):
+    leases: list[LeaseItem]
+
+
+class Cancel(Struct, tag="cancel", frozen=True):
+    leases: list[int]
+    reason: str = ""
+
+
+class Idle(Struct, tag="idle", frozen=True):
+    """No unit can be leased to this worker now, and why (shown to the person running it)."""
+
+    reason: str
+
+
+class Stats(Struct, tag="stats", frozen=True):
+    """The worker's standing, sent after its results were validated."""
+
+    results: int = 0
+    valid: int = 0
+    invalid: int = 0
+    errors: int = 0
+    pending: int = 0
+    credit: float = 0.0
+
+
+class Error(Struct, tag="error", frozen=True):
+    code: str
+    message: str
+
+
+CoordinatorMessage = Welcome | JobSpec | Lease | Cancel | Idle | Stats | Error | Bye
+
+
+# ---- HTTP API bodies ----------------------------------------------------------------------
+
+
+class Policy(Struct, frozen=True, forbid_unknown_fields=True):
+    quorum: Annotated[int, Meta(ge=1, le=16)] = 2
+    max_replicas: Annotated[int, Meta(ge=1, le=64)] = 6
+    deadline_s: Annotated[float, Meta(gt=0, le=7 * 86400)] = 300.0
+    compare: Literal["exact", "allclose", "kernel"] = "exact"
+    rtol: Annotated[float, Meta(ge=0)] = 1e-5
+    atol: Annotated[float, Meta(ge=0)] = 1e-6
+    priority: int = 0
+
+
+class UnitSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    params: Params = {}
+    inputs: dict[str, BlobRef] = {}
+
+
+class JobSubmit(Struct, frozen=True, forbid_unknown_fields=True):
+    kernel: str
+    units: list[UnitSpec]
+    params: Params = {}
+    inputs: dict[str, BlobRef] = {}
+    policy: Policy = Policy()
+    name: str = ""
+    idempotency_key: str | None = None
+
+
+JobState = Literal["running", "paused", "done", "failed", "cancelled"]
+UnitState = Literal["pending", "running", "validating", "done", "failed", "cancelled"]
+
+
+class UnitCounts(Struct):
+    pending: int = 0
+    running: int = 0
+    validating: int = 0
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class JobStatus(Struct):
+    id: int
+    name: str
+    kernel: str
+    owner: str
+    state: JobState
+    policy: Policy
+    units: int
+    counts: UnitCounts
+    fraction_done: float
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    rate: float = 0.0
+    eta_s: float | None = None
+
+
+class JobList(Struct):
+    jobs: list[JobStatus]
+
+
+class UnitInfo(Struct):
+    index: int
+    state: UnitState
+    replicas: int
+    results: int
+    outputs: dict[str, Output] | None = None
+    error: str | None = None
+    waiting: str | None = None
+
+
+class UnitPage(Struct):
+    units: list[UnitInfo]
+    next_after: int | None = None
+
+
+class UnitResultLine(Struct):
+    """One line of the results stream (NDJSON): a validated unit's outputs."""
+
+    index: int
+    outputs: dict[str, Output]
+
+
+class TokenCreate(Struct, frozen=True, forbid_unknown_fields=True):
+    role: Literal["submitter", "operator"]
+    name: str = ""
+
+
+class TokenCreated(Struct):
+    id: int
+    role: str
+    name: str
+    token: str
+
+
+class Problem(Struct, omit_defaults=True):
+    """RFC 9457 problem document."""
+
+    title: str
+    status: int
+    detail: str = ""
+    type: str = "about:blank"
+    errors: list[str] = field(default_factory=list)
+
+
+worker_decoder = msgspec.json.Decoder(WorkerMessage)
+coordinator_decoder = msgspec.json.Decoder(CoordinatorMessage)
+encoder = msgspec.json.Encoder()

@@ -1,0 +1,277 @@
+"""Replicas, leases, deadlines and flow control: the loop between the gateway and the store.
+
+One loop ticks whenever there is something to do. Each tick runs ONE transaction that records
+every result that came in since the last tick and claims units for every worker with free
+slots, so the database commits once per tick, not once per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy import Connection, func, select
+
+from tabgrid import kernels
+from tabgrid.blobs import BlobError, BlobStore, digest_of
+from tabgrid.protocol import (
+    Cancel,
+    CoordinatorMessage,
+    Error,
+    Idle,
+    JobSpec,
+    Lease,
+    LeaseItem,
+    ResultItem,
+)
+from tabgrid.settings import Settings
+from tabgrid.store import Store
+from tabgrid.store import jobs as jobs_q
+from tabgrid.store import leases as leases_q
+from tabgrid.store.results import Incoming, JobContext, Outcome, Validator
+from tabgrid.store.tables import Job, Unit
+
+log = logging.getLogger("tabgrid.scheduler")
+
+
+class Peer(Protocol):
+    """What the scheduler needs of a worker connection."""
+
+    worker_id: str
+    addr: str
+    credit: int
+    leases: set[int]
+    jobs_sent: set[int]
+    idle_reason: str | None
+
+    def post(self, msg: CoordinatorMessage) -> None: ...
+
+
+@dataclass
+class _TickResult:
+    outcome: Outcome
+    claims: dict[str, list[leases_q.Claimed]] = field(default_factory=dict)
+    idle: dict[str, str] = field(default_factory=dict)
+
+
+class Scheduler:
+    def __init__(self, store: Store, blobs: BlobStore, settings: Settings) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.settings = settings
+        self.peers: dict[str, Peer] = {}
+        self._results: list[Incoming] = []
+        self._hungry: set[str] = set()  # workers with credit to fill this tick
+        self._starving: set[str] = set()  # workers the last claim could not fill
+        self._wake = asyncio.Event()
+        self._contexts: dict[int, JobContext] = {}
+        self.validator = Validator(self._context, self._load, blobs.has)
+
+    # ---- called by the gateway and the API -----------------------------------------------
+
+    async def start(self) -> None:
+        if not self.store.is_postgres:
+            # A lone coordinator that starts has no worker connected: old leases are void.
+            n = await self.store.run(leases_q.release_all, time.time())
+            if n:
+                log.info("released %d leases left from the previous run", n)
+
+    def attach(self, peer: Peer) -> None:
+        old = self.peers.get(peer.worker_id)
+        self.peers[peer.worker_id] = peer
+        if old is not None and old is not peer:
+            old.post(Error(code="replaced", message="this worker connected again elsewhere"))
+
+    async def detach(self, peer: Peer) -> None:
+        """A disconnect releases the worker's leases at once."""
+        if self.peers.get(peer.worker_id) is peer:
+            del self.peers[peer.worker_id]
+            self._hungry.discard(peer.worker_id)
+            self._starving.discard(peer.worker_id)
+            n = await self.store.run(leases_q.release_worker, peer.worker_id, time.time())
+            if n:
+                self.poke()
+
+    def ready(self, peer: Peer, n: int) -> None:
+        room = self.settings.limits.max_leases - len(peer.leases)
+        peer.credit = max(0, min(peer.credit + n, room))
+        if peer.credit:
+            self._hungry.add(peer.worker_id)
+            self._starving.discard(peer.worker_id)
+            self._wake.set()
+
+    def results(self, peer: Peer, items: list[ResultItem]) -> None:
+        for item in items:
+            peer.leases.discard(item.lease)
+            self._results.append(Incoming(peer.worker_id, item))
+        self._wake.set()
+
+    def poke(self) -> None:
+        """New work may exist (a job, a released lease): idle workers try again."""
+        self._hungry |= self._starving
+        self._starving.clear()
+        self._wake.set()
+
+    async def cancelled(self, pairs: list[tuple[int, str]], reason: str) -> None:
+        by_worker: dict[str, list[int]] = {}
+        for lease, worker in pairs:
+            by_worker.setdefault(worker, []).append(lease)
+        for worker, ids in by_worker.items():
+            peer = self.peers.get(worker)
+            if peer is not None:
+                peer.leases.difference_update(ids)
+                peer.post(Cancel(leases=ids, reason=reason))
+
+    def forget_job(self, job_id: int) -> None:
+        self._contexts.pop(job_id, None)
+
+    # ---- side tasks -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self.settings.batch_window_s)  # let a burst gather into one tick
+            await self._tick()
+
+    async def sweep(self) -> None:
+        """Expires leases past their deadline; retries idle workers (work may come from another
+        coordinator sharing the database)."""
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            n = await self.store.run(leases_q.expire, time.time())
+            if n:
+                log.info("%d leases passed their deadline and were released", n)
+            self.poke()
+
+    # ---- one tick -------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        batch, self._results = self._results, []
+        wanted = {
+            wid: (p.addr, p.credit)
+            for wid in self._hungry
+            if (p := self.peers.get(wid)) is not None and p.credit > 0
+        }
+        self._hungry.clear()
+        if not batch and not wanted:
+            return
+        res = await self.store.run(self._work, batch, wanted, time.time())
+        self._deliver(res, wanted)
+
+    def _work(
+        self, conn: Connection, batch: list[Incoming], wanted: dict[str, tuple[str, int]], now: float
+    ) -> _TickResult:
+        outcome = self.validator.record(conn, self._store_inline(batch), now) if batch else Outcome()
+        res = _TickResult(outcome)
+        distinct = self.settings.distinct_addresses
+        for wid, (addr, n) in wanted.items():
+            got = leases_q.claim(conn, wid, addr, n, distinct, now)
+            res.claims[wid] = got
+            if not got:
+                res.idle[wid] = idle_reason(conn, distinct)
+        for claimed in res.claims.values():
+            for c in claimed:
+                self._context(conn, c.job)
+        return res
+
+    def _deliver(self, res: _TickResult, wanted: dict[str, tuple[str, int]]) -> None:
+        for wid, msg in res.outcome.rejected:
+            if (p := self.peers.get(wid)) is not None:
+                p.post(Error(code="bad_result", message=msg))
+        for wid, stats in res.outcome.stats.items():
+            if (p := self.peers.get(wid)) is not None:
+                p.post(stats)
+        for wid, claimed in res.claims.items():
+            peer = self.peers.get(wid)
+            if peer is None:
+                continue  # gone meanwhile: its detach released these leases
+            if claimed:
+                self._send_leases(peer, claimed)
+            if peer.credit > 0:
+                self._starving.add(wid)
+            if wid in res.idle and not peer.leases and peer.idle_reason != res.idle[wid]:
+                peer.idle_reason = res.idle[wid]
+                peer.post(Idle(reason=res.idle[wid]))
+        if res.outcome.new_work:
+            self.poke()
+        elif self._results or self._hungry:
+            self._wake.set()
+
+    def _send_leases(self, peer: Peer, claimed: list[leases_q.Claimed]) -> None:
+        for job in {c.job for c in claimed} - peer.jobs_sent:
+            ctx = self._contexts[job]
+            peer.post(JobSpec(job=job, kernel=ctx.kernel.NAME, params=ctx.params, inputs=ctx.inputs))
+            peer.jobs_sent.add(job)
+        items = [
+            LeaseItem(
+                lease=c.lease,
+                job=c.job,
+                unit=c.unit,
+                index=c.index,
+                params=c.params,
+                inputs=c.inputs,
+                deadline=c.deadline,
+            )
+            for c in claimed
+        ]
+        peer.leases.update(c.lease for c in claimed)
+        peer.credit -= len(claimed)
+        peer.idle_reason = None
+        peer.post(Lease(leases=items))
+
+    # ---- helpers for the validator (run on the DB thread) ---------------------------------
+
+    def _store_inline(self, batch: list[Incoming]) -> list[Incoming]:
+        """Writes inline outputs to the blob store; a digest that lies turns into an error."""
+        out = []
+        for inc in batch:
+            item = inc.item
+            try:
+                for name, o in (item.outputs or {}).items():
+                    if o.data is not None:
+                        if digest_of(o.data) != o.digest:
+                            raise BlobError(f"inline output {name!r} does not hash to its digest")
+                        if not self.blobs.has(o.digest):
+                            self.blobs.put(o.data, o.digest)
+            except BlobError as e:
+                item = ResultItem(lease=item.lease, error=str(e), elapsed_ms=item.elapsed_ms)
+            out.append(Incoming(inc.worker, item))
+        return out
+
+    def _context(self, conn: Connection, job_id: int) -> JobContext:
+        ctx = self._contexts.get(job_id)
+        if ctx is None:
+            row = jobs_q.get_job(conn, job_id)
+            if row is None:
+                raise LookupError(f"job {job_id} does not exist")
+            ctx = JobContext(kernels.get(row.kernel), row.policy, row.params, row.inputs)
+            self._contexts[job_id] = ctx
+        return ctx
+
+    def _load(self, digest: str, dtype: str, shape: list[int]) -> Any:
+        return np.frombuffer(self.blobs.read(digest), dtype=np.dtype(dtype).newbyteorder("<")).reshape(
+            shape
+        )
+
+
+def idle_reason(conn: Connection, distinct: bool) -> str:
+    """Why a worker with free slots got nothing, in words for the person running it."""
+    J, U = Job.__table__, Unit.__table__  # type: ignore[attr-defined]
+    waiting = conn.execute(
+        select(func.count())
+        .select_from(U.join(J, U.c.job_id == J.c.id))
+        .where(J.c.state == "running", U.c.want > 0)
+    ).scalar_one()
+    if not waiting:
+        return "no work is queued right now; units will come as soon as a job is submitted"
+    who = "a different worker" + (" at a different address" if distinct else "")
+    return (
+        f"{waiting} unit(s) wait for a result from {who}: results are accepted only when "
+        "independent workers agree, and this worker already computed them"
+    )
+

@@ -1,0 +1,54 @@
+"""Coordinator settings: every bound the server enforces is one of these, with a sane default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message: int = 4 * MiB  # one websocket frame
+    max_body: int = 64 * MiB  # one HTTP request body (job submission)
+    max_blob: int = 256 * MiB
+    max_inline: int = 64 * KiB  # outputs at most this size may travel inside a result message
+    max_units: int = 200_000  # units in one job
+    max_leases: int = 64  # outstanding leases per worker
+    max_bad_messages: int = 5  # malformed messages before the socket is closed
+    max_page: int = 1000  # units per page
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str = "sqlite:///tabgrid-data/tabgrid.db"
+    data_dir: Path = Path("tabgrid-data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Two replicas of a unit never go to one worker; by default not to one client address either.
+    # On one machine every tab shares an address, so local demos turn this off.
+    distinct_addresses: bool = True
+    sweep_interval_s: float = 1.0
+    batch_window_s: float = 0.002
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'tabgrid.db'}"
+
+
+def from_env(**overrides: object) -> Settings:
+    """Settings from TABGRID_* environment variables, then explicit overrides."""
+    data_dir = Path(os.environ.get("TABGRID_DATA", "tabgrid-data"))
+    base = Settings(db=os.environ.get("TABGRID_DB", sqlite_url(data_dir)), data_dir=data_dir)
+    return replace(base, **overrides)  # type: ignore[arg-type]

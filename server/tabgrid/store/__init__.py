@@ -1,0 +1,27 @@
+"""The database: tables, and the only modules that issue queries."""
+
+from __future__ import annotations
+
+import time
+
+from tabgrid.store.db import Db, create_schema, make_engine
+
+
+class Store(Db):
+    """A database handle with its schema ensured."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(make_engine(url))
+        create_schema(self.engine)
+
+    def create_token(self, role: str, name: str = "") -> tuple[int, str]:
+        from tabgrid.store import tokens
+
+        return self.tx(tokens.create, role, name, time.time())
+
+
+def open_store(url: str) -> Store:
+    return Store(url)
+
+
+__all__ = ["Db", "Store", "open_store"]

@@ -1,0 +1,75 @@
+"""Engines and transactions: SQLite (embedded default, WAL) or PostgreSQL, one code path."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from pathlib import Path
+from typing import Concatenate
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlmodel import SQLModel
+
+from tabgrid.store import tables  # noqa: F401  (registers the tables)
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain postgresql:// URLs and pick the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    # WAL + NORMAL survives a killed process (not a power cut) and lets readers run beside the writer.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def create_schema(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine)
+
+
+class Db:
+    """Runs transactions off the event loop. SQLite gets one thread: its writes serialize anyway."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+        threads = 4 if self.is_postgres else 1
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="db")
+
+    def tx[**P, T](
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        with self.engine.begin() as conn:
+            return fn(conn, *args, **kw)
+
+    async def run[**P, T](
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: self.tx(fn, *args, **kw))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()

@@ -1,0 +1,254 @@
+"""Jobs and their units: submission, status, listing, results, cancel, retire."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from tabgrid.protocol import BlobRef as BlobRefMsg
+from tabgrid.protocol import JobStatus, JobSubmit, Output, Policy, UnitCounts, UnitInfo
+from tabgrid.store.codec import dumps, loads_inputs, loads_outputs
+from tabgrid.store.sql import insert_ignore
+from tabgrid.store.tables import BlobRef, Job, Replica, Unit
+
+J = Job.__table__  # type: ignore[attr-defined]
+U = Unit.__table__  # type: ignore[attr-defined]
+R = Replica.__table__  # type: ignore[attr-defined]
+REFS = BlobRef.__table__  # type: ignore[attr-defined]
+
+OPEN_UNIT_STATES = ("pending", "running", "validating")
+FINAL_JOB_STATES = ("done", "failed", "cancelled")
+
+
+def input_digests(submit: JobSubmit) -> set[str]:
+    found = {ref.digest for ref in submit.inputs.values()}
+    for unit in submit.units:
+        found.update(ref.digest for ref in unit.inputs.values())
+    return found
+
+
+def find_idempotent(conn: Connection, owner_id: int | None, key: str | None) -> int | None:
+    if key is None:
+        return None
+    q = select(J.c.id).where(J.c.owner_id == owner_id, J.c.idempotency_key == key)
+    return conn.execute(q).scalar()
+
+
+def create_job(conn: Connection, owner_id: int | None, submit: JobSubmit, now: float) -> int:
+    policy = submit.policy
+    job_id = conn.execute(
+        insert(J)
+        .values(
+            owner_id=owner_id,
+            name=submit.name,
+            kernel=submit.kernel,
+            params=dumps(submit.params),
+            inputs=dumps(submit.inputs),
+            policy=dumps(policy),
+            state="running",
+            priority=policy.priority,
+            n_units=len(submit.units),
+            open_units=len(submit.units),
+            idempotency_key=submit.idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(J.c.id)
+    ).scalar_one()
+    rows = [
+        {
+            "job_id": job_id,
+            "idx": i,
+            "params": dumps(u.params),
+            "inputs": dumps(u.inputs),
+            "state": "pending",
+            "want": policy.quorum,
+            "updated_at": now,
+        }
+        for i, u in enumerate(submit.units)
+    ]
+    conn.execute(insert(U), rows)
+    insert_ignore(conn, REFS, [{"digest": d, "job_id": job_id} for d in input_digests(submit)])
+    return job_id
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    owner_id: int | None
+    kernel: str
+    params: dict
+    inputs: dict[str, BlobRefMsg]
+    policy: Policy
+    state: str
+
+
+def get_job(conn: Connection, job_id: int) -> JobRow | None:
+    row = conn.execute(select(J).where(J.c.id == job_id)).mappings().first()
+    if row is None:
+        return None
+    return JobRow(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        kernel=row["kernel"],
+        params=msgspec.json.decode(row["params"]),
+        inputs=loads_inputs(row["inputs"]),
+        policy=msgspec.json.decode(row["policy"], type=Policy),
+        state=row["state"],
+    )
+
+
+def _counts(conn: Connection, job: dict) -> UnitCounts:
+    if job["state"] in FINAL_JOB_STATES and job["open_units"] == 0:
+        cancelled = job["n_units"] - job["done_units"] - job["failed_units"]
+        return UnitCounts(done=job["done_units"], failed=job["failed_units"], cancelled=cancelled)
+    q = select(U.c.state, func.count()).where(U.c.job_id == job["id"]).group_by(U.c.state)
+    return UnitCounts(**{state: n for state, n in conn.execute(q)})
+
+
+def status_of(conn: Connection, job: dict, owner: str, now: float) -> JobStatus:
+    counts = _counts(conn, job)
+    total = job["n_units"]
+    done = counts.done
+    rate, eta = 0.0, None
+    if job["started_at"] and done:
+        end = job["finished_at"] or now
+        rate = done / max(end - job["started_at"], 1e-3)
+        if job["state"] == "running":
+            eta = (counts.pending + counts.running + counts.validating) / rate
+    return JobStatus(
+        id=job["id"],
+        name=job["name"],
+        kernel=job["kernel"],
+        owner=owner,
+        state=job["state"],
+        policy=msgspec.json.decode(job["policy"], type=Policy),
+        units=total,
+        counts=counts,
+        fraction_done=(done / total) if total else 1.0,
+        created_at=job["created_at"],
+        updated_at=job["updated_at"],
+        finished_at=job["finished_at"],
+        rate=rate,
+        eta_s=eta,
+    )
+
+
+def job_record(conn: Connection, job_id: int) -> dict | None:
+    row = conn.execute(select(J).where(J.c.id == job_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def list_jobs(
+    conn: Connection, owner_id: int | None, state: str | None, limit: int
+) -> list[dict]:
+    q = select(J).order_by(J.c.id.desc()).limit(limit)
+    if owner_id is not None:
+        q = q.where(J.c.owner_id == owner_id)
+    if state is not None:
+        q = q.where(J.c.state == state)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def _waiting(state: str, results: int, inflight: int, quorum: int) -> str | None:
+    if state == "pending":
+        return "waiting for a worker to lease it"
+    if state == "running":
+        return f"computing on {inflight} worker(s)"
+    if state == "validating":
+        need = max(quorum - results, 1)
+        return (
+            f"{results} result(s) in; waiting for {need} more from a different worker "
+            f"(quorum {quorum}: results are accepted only when independent workers agree)"
+        )
+    return None
+
+
+def list_units(
+    conn: Connection, job_id: int, quorum: int, state: str | None, after: int, limit: int
+) -> list[UnitInfo]:
+    q = select(U).where(U.c.job_id == job_id, U.c.idx > after).order_by(U.c.idx).limit(limit)
+    if state is not None:
+        q = q.where(U.c.state == state)
+    return [
+        UnitInfo(
+            index=r["idx"],
+            state=r["state"],
+            replicas=r["issued"],
+            results=r["results"],
+            outputs=loads_outputs(r["outputs"]) if r["outputs"] else None,
+            error=r["error"],
+            waiting=_waiting(r["state"], r["results"], r["inflight"], quorum),
+        )
+        for r in conn.execute(q).mappings()
+    ]
+
+
+def done_outputs(
+    conn: Connection, job_id: int, after: int, limit: int
+) -> list[tuple[int, dict[str, Output]]]:
+    q = (
+        select(U.c.idx, U.c.outputs)
+        .where(U.c.job_id == job_id, U.c.state == "done", U.c.idx > after)
+        .order_by(U.c.idx)
+        .limit(limit)
+    )
+    return [(idx, loads_outputs(out)) for idx, out in conn.execute(q)]
+
+
+def set_job_state(conn: Connection, job_id: int, state: str, now: float) -> None:
+    conn.execute(update(J).where(J.c.id == job_id).values(state=state, updated_at=now))
+
+
+def cancel_job(conn: Connection, job_id: int, now: float) -> list[tuple[int, str]]:
+    """Cancels the job's open units; returns the (lease, worker) pairs to call back."""
+    leased = [
+        (rid, wid)
+        for rid, wid in conn.execute(
+            select(R.c.id, R.c.worker_id).where(R.c.job_id == job_id, R.c.state == "leased")
+        )
+    ]
+    conn.execute(update(R).where(R.c.job_id == job_id, R.c.state == "leased").values(state="released"))
+    conn.execute(
+        update(U)
+        .where(U.c.job_id == job_id, U.c.state.in_(OPEN_UNIT_STATES))
+        .values(state="cancelled", want=0, inflight=0, updated_at=now)
+    )
+    conn.execute(
+        update(J)
+        .where(J.c.id == job_id, J.c.state.not_in(FINAL_JOB_STATES))
+        .values(state="cancelled", open_units=0, updated_at=now, finished_at=now)
+    )
+    return leased
+
+
+def retire_job(conn: Connection, job_id: int) -> list[str]:
+    """Deletes the job and returns the digests of blobs no other job uses."""
+    digests = [d for (d,) in conn.execute(select(REFS.c.digest).where(REFS.c.job_id == job_id))]
+    conn.execute(delete(REFS).where(REFS.c.job_id == job_id))
+    still_used = _still_used(conn, digests)
+    conn.execute(delete(R).where(R.c.job_id == job_id))
+    conn.execute(delete(U).where(U.c.job_id == job_id))
+    conn.execute(delete(J).where(J.c.id == job_id))
+    from tabgrid.store.tables import Blob
+
+    free = [d for d in digests if d not in still_used]
+    B = Blob.__table__  # type: ignore[attr-defined]
+    for chunk in _chunks(free, 500):
+        conn.execute(delete(B).where(B.c.digest.in_(chunk)))
+    return free
+
+
+def _still_used(conn: Connection, digests: list[str]) -> set[str]:
+    used: set[str] = set()
+    for chunk in _chunks(digests, 500):
+        used.update(d for (d,) in conn.execute(select(REFS.c.digest).where(REFS.c.digest.in_(chunk))))
+    return used
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

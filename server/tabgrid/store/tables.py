@@ -1,0 +1,130 @@
+"""The database tables. JSON-shaped columns hold msgspec-encoded text, decoded by the store."""
+
+from __future__ import annotations
+
+from sqlalchemy import Index, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+
+class Token(SQLModel, table=True):
+    __tablename__ = "tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = ""
+    role: str
+    hash: str = Field(unique=True)
+    created_at: float
+    revoked_at: float | None = None
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("owner_id", "idempotency_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: int | None = Field(default=None, foreign_key="tokens.id", index=True)
+    name: str = ""
+    kernel: str
+    params: str  # JSON
+    inputs: str  # JSON: name -> BlobRef
+    policy: str  # JSON: protocol.Policy
+    state: str = Field(index=True)
+    priority: int = 0
+    n_units: int
+    open_units: int  # units neither done nor failed nor cancelled
+    done_units: int = 0
+    failed_units: int = 0
+    idempotency_key: str | None = None
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class Unit(SQLModel, table=True):
+    __tablename__ = "units"
+    __table_args__ = (
+        UniqueConstraint("job_id", "idx"),
+        # The lease claim walks only units that still want replicas.
+        Index(
+            "units_leasable",
+            "job_id",
+            "id",
+            sqlite_where=text("want > 0"),
+            postgresql_where=text("want > 0"),
+        ),
+        Index("units_job_state", "job_id", "state"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="jobs.id")
+    idx: int
+    params: str  # JSON
+    inputs: str  # JSON: name -> BlobRef
+    state: str
+    want: int  # replicas still to be issued
+    issued: int = 0
+    inflight: int = 0
+    results: int = 0  # successful results returned
+    canonical_id: int | None = None
+    outputs: str | None = None  # JSON of the canonical outputs
+    error: str | None = None
+    updated_at: float
+
+
+class Replica(SQLModel, table=True):
+    """One lease of a unit to a worker, and what came back."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (
+        Index("replicas_unit", "unit_id"),
+        Index("replicas_worker_state", "worker_id", "state"),
+        Index("replicas_state_deadline", "state", "deadline"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    unit_id: int = Field(foreign_key="units.id")
+    job_id: int
+    worker_id: str
+    client_addr: str
+    # leased -> returned -> valid | invalid;  leased -> error | released (then maybe returned late)
+    state: str
+    deadline: float
+    created_at: float
+    returned_at: float | None = None
+    outputs: str | None = None  # JSON: name -> Output (without inline data)
+    error: str | None = None
+    elapsed_ms: float | None = None
+
+
+class Worker(SQLModel, table=True):
+    __tablename__ = "workers"
+    id: str = Field(primary_key=True)
+    secret_hash: str
+    kind: str
+    name: str = ""
+    adapter: str = "{}"  # JSON
+    client_addr: str = ""
+    created_at: float
+    last_seen: float
+    results: int = 0
+    valid: int = 0
+    invalid: int = 0
+    errors: int = 0
+    consecutive_valid: int = 0
+    credit: float = 0.0
+    banned: bool = False
+
+
+class Blob(SQLModel, table=True):
+    __tablename__ = "blobs"
+    digest: str = Field(primary_key=True)
+    size: int
+    created_at: float
+
+
+class BlobRef(SQLModel, table=True):
+    """Which jobs use a blob, so retiring a job frees exactly the blobs nothing else uses."""
+
+    __tablename__ = "blob_refs"
+    digest: str = Field(primary_key=True)
+    job_id: int = Field(primary_key=True, index=True)
+
+
+__all__ = ["Blob", "BlobRef", "Job", "Replica", "Token", "Unit", "Worker"]

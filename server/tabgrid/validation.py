@@ -1,0 +1,108 @@
+"""Deciding which results count: comparators, BOINC's check_set rule, verifiers, credit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from tabgrid.protocol import Output, Policy
+
+Outputs = dict[str, Output]
+Loader = Callable[[Output], Any]  # Output -> numpy array
+
+
+@dataclass(frozen=True)
+class Candidate:
+    replica_id: int
+    outputs: Outputs
+
+
+@dataclass
+class Verdict:
+    canonical: int | None = None
+    valid: list[int] = field(default_factory=list)
+    invalid: list[int] = field(default_factory=list)
+
+
+def check_set(
+    results: Sequence[Candidate], quorum: int, agree: Callable[[Outputs, Outputs], bool]
+) -> Verdict:
+    """BOINC's rule: the first result (in return order) that agrees with at least `quorum`
+    results, itself included, is canonical; those agreeing with it are valid, the rest invalid.
+    No verdict until `quorum` results exist, and none while no result reaches the quorum."""
+    if len(results) < quorum:
+        return Verdict()
+    for cand in results:
+        agreeing = [o.replica_id for o in results if o is cand or agree(cand.outputs, o.outputs)]
+        if len(agreeing) >= quorum:
+            rest = [o.replica_id for o in results if o.replica_id not in agreeing]
+            return Verdict(cand.replica_id, agreeing, rest)
+    return Verdict()
+
+
+def same_shape(a: Outputs, b: Outputs) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape for k in a)
+
+
+def exact(a: Outputs, b: Outputs) -> bool:
+    return same_shape(a, b) and all(a[k].digest == b[k].digest for k in a)
+
+
+def make_comparator(
+    policy: Policy, kernel: ModuleType, load: Loader
+) -> Callable[[Outputs, Outputs], bool]:
+    """Exact comparison is on digests and never reads bytes; the others load arrays."""
+    if policy.compare == "exact":
+        return exact
+
+    def arrays(o: Outputs) -> dict[str, Any]:
+        return {k: load(v) for k, v in o.items()}
+
+    if policy.compare == "kernel" and hasattr(kernel, "compare"):
+
+        def by_kernel(a: Outputs, b: Outputs) -> bool:
+            if not same_shape(a, b):
+                return False
+            return exact(a, b) or bool(kernel.compare(arrays(a), arrays(b), policy.rtol, policy.atol))
+
+        return by_kernel
+
+    def allclose(a: Outputs, b: Outputs) -> bool:
+        import numpy as np
+
+        if not same_shape(a, b):
+            return False
+        if exact(a, b):
+            return True
+        x, y = arrays(a), arrays(b)
+        return all(
+            np.allclose(x[k], y[k], rtol=policy.rtol, atol=policy.atol, equal_nan=True) for k in x
+        )
+
+    return allclose
+
+
+def verify_single(
+    kernel: ModuleType, params: dict, inputs: dict[str, Any], outputs: dict[str, Any]
+) -> bool:
+    """A cheap exact check that lets one replica stand alone (e.g. Freivalds for matmul)."""
+    try:
+        return bool(kernel.verify(params, inputs, outputs))
+    except Exception:
+        return False
+
+
+def can_verify(kernel: ModuleType) -> bool:
+    return callable(getattr(kernel, "verify", None))
+
+
+def credit(kernel: ModuleType, params: dict, shapes: dict[str, tuple[str, tuple[int, ...]]]) -> float:
+    """Credit in GFLOP of useful work, BOINC-style: granted only to valid results."""
+    try:
+        return max(0.0, float(kernel.flops(params, shapes))) / 1e9
+    except Exception:
+        return 0.0

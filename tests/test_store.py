@@ -1,0 +1,168 @@
+"""Store and lease logic on both backends (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from tabgrid.protocol import Hello, JobSubmit, Output, Policy, ResultItem, UnitSpec
+from tabgrid.store import Store
+from tabgrid.store import jobs as jobs_q
+from tabgrid.store import leases as leases_q
+from tabgrid.store import workers as workers_q
+from tabgrid.store.results import Incoming, JobContext, Validator
+
+KERNEL = SimpleNamespace(NAME="test", flops=lambda params, shapes: 2e9)
+
+
+@pytest.fixture
+def store(db_url: str):  # type: ignore[no-untyped-def]
+    s = Store(db_url)
+    yield s
+    s.close()
+
+
+def submit(store: Store, n: int, **policy) -> int:  # type: ignore[no-untyped-def]
+    spec = JobSubmit(
+        kernel="test", units=[UnitSpec(params={"i": i}) for i in range(n)], policy=Policy(**policy)
+    )
+    return store.tx(jobs_q.create_job, None, spec, time.time())
+
+
+def worker(store: Store, name: str) -> str:
+    wid, _, _ = store.tx(workers_q.register, Hello(kind="native", name=name), "10.0.0." + name, 0.0)
+    return wid
+
+
+def claim(store: Store, wid: str, n: int, addr: str | None = None, distinct: bool = True):  # type: ignore[no-untyped-def]
+    return store.tx(leases_q.claim, wid, addr or wid, n, distinct, time.time())
+
+
+def out(value: str) -> dict[str, Output]:
+    return {"y": Output(digest=hashlib.sha256(value.encode()).hexdigest(), dtype="uint8", shape=[1])}
+
+
+def validator(store: Store) -> Validator:
+    def ctx(conn, job_id):  # type: ignore[no-untyped-def]
+        row = jobs_q.get_job(conn, job_id)
+        return JobContext(KERNEL, row.policy, row.params, row.inputs)  # type: ignore[arg-type]
+
+    return Validator(ctx, load=lambda *a: None, has_blob=lambda d: True)
+
+
+def report(store: Store, v: Validator, wid: str, lease: int, value: str | None):  # type: ignore[no-untyped-def]
+    item = ResultItem(lease=lease, outputs=out(value)) if value else ResultItem(lease=lease, error="boom")
+    return store.tx(v.record, [Incoming(wid, item)], time.time())
+
+
+def status(store: Store, job: int):  # type: ignore[no-untyped-def]
+    return store.tx(lambda c: jobs_q.status_of(c, jobs_q.job_record(c, job), "", time.time()))
+
+
+def test_claim_never_gives_one_worker_two_replicas_of_a_unit(store: Store) -> None:
+    submit(store, 3, quorum=2)
+    a, b = worker(store, "1"), worker(store, "2")
+    first = claim(store, a, 10)
+    assert sorted(c.index for c in first) == [0, 1, 2]
+    assert claim(store, a, 10) == []
+    assert sorted(c.index for c in claim(store, b, 10)) == [0, 1, 2]
+
+
+def test_distinct_address_rule(store: Store) -> None:
+    submit(store, 2, quorum=2)
+    a, b = worker(store, "1"), worker(store, "2")
+    assert len(claim(store, a, 10, addr="1.2.3.4")) == 2
+    assert claim(store, b, 10, addr="1.2.3.4") == []
+    assert len(claim(store, b, 10, addr="1.2.3.4", distinct=False)) == 2
+
+
+def test_flow_control_claims_at_most_n(store: Store) -> None:
+    submit(store, 50, quorum=1)
+    a = worker(store, "1")
+    assert len(claim(store, a, 7)) == 7
+
+
+def test_quorum_two_validates_and_credits(store: Store) -> None:
+    job = submit(store, 1, quorum=2)
+    a, b = worker(store, "1"), worker(store, "2")
+    v = validator(store)
+    (la,) = claim(store, a, 1)
+    report(store, v, a, la.lease, "x")
+    assert status(store, job).counts.validating == 1, "one result in, waiting for a second"
+    (lb,) = claim(store, b, 1)
+    o = report(store, v, b, lb.lease, "x")
+    assert o.units_done == 1
+    st = status(store, job)
+    assert st.state == "done" and st.counts.done == 1
+    assert o.stats[b].valid == 1 and o.stats[b].credit == pytest.approx(2.0)
+
+
+def test_saboteur_is_outvoted_and_marked_invalid(store: Store) -> None:
+    job = submit(store, 1, quorum=2, max_replicas=4)
+    honest1, bad, honest2 = worker(store, "1"), worker(store, "2"), worker(store, "3")
+    v = validator(store)
+    (l1,), (l2,) = claim(store, honest1, 1), claim(store, bad, 1)
+    report(store, v, honest1, l1.lease, "right")
+    o = report(store, v, bad, l2.lease, "wrong")
+    assert o.new_work, "a disagreement asks for one more replica"
+    (l3,) = claim(store, honest2, 1)
+    o = report(store, v, honest2, l3.lease, "right")
+    assert o.stats[bad].invalid == 1 and o.stats[honest2].valid == 1
+    units = store.tx(jobs_q.list_units, job, 2, None, -1, 10)
+    assert units[0].state == "done" and units[0].outputs == out("right")
+
+
+def test_disconnect_releases_leases_for_others(store: Store) -> None:
+    job = submit(store, 2, quorum=1)
+    a, b = worker(store, "1"), worker(store, "2")
+    claim(store, a, 2)
+    assert claim(store, b, 2) == []
+    assert store.tx(leases_q.release_worker, a, time.time()) == 2
+    assert len(claim(store, b, 2)) == 2
+    assert status(store, job).counts.running == 2
+
+
+def test_expired_lease_is_reissued(store: Store) -> None:
+    submit(store, 1, quorum=1, deadline_s=0.01)
+    a, b = worker(store, "1"), worker(store, "2")
+    claim(store, a, 1)
+    time.sleep(0.05)
+    assert store.tx(leases_q.expire, time.time()) == 1
+    assert len(claim(store, b, 1)) == 1
+
+
+def test_unit_fails_after_max_replicas_errors(store: Store) -> None:
+    job = submit(store, 1, quorum=1, max_replicas=2)
+    v = validator(store)
+    for name in ("1", "2"):
+        w = worker(store, name)
+        (lease,) = claim(store, w, 1)
+        report(store, v, w, lease.lease, None)
+    st = status(store, job)
+    assert st.state == "failed" and st.counts.failed == 1
+    units = store.tx(jobs_q.list_units, job, 1, None, -1, 10)
+    assert "boom" in (units[0].error or "")
+
+
+def test_result_for_someone_elses_lease_is_rejected(store: Store) -> None:
+    submit(store, 1, quorum=1)
+    a, b = worker(store, "1"), worker(store, "2")
+    (lease,) = claim(store, a, 1)
+    o = report(store, validator(store), b, lease.lease, "x")
+    assert o.rejected and "not held by you" in o.rejected[0][1]
+
+
+def test_late_result_is_checked_against_the_canonical_one(store: Store) -> None:
+    submit(store, 1, quorum=2, max_replicas=3)
+    a, b, c = worker(store, "1"), worker(store, "2"), worker(store, "3")
+    v = validator(store)
+    (la,), (lb,) = claim(store, a, 1), claim(store, b, 1)
+    report(store, v, a, la.lease, "x")
+    report(store, v, b, lb.lease, "y")
+    (lc,) = claim(store, c, 1)
+    assert report(store, v, c, lc.lease, "x").stats[c].valid == 1
+    # b's disagreeing result was judged when the canonical one appeared
+    assert store.tx(workers_q.get, b)["invalid"] == 1
