@@ -42,7 +42,9 @@ def claim(store: Store, wid: str, n: int, addr: str | None = None, distinct: boo
 
 
 def out(value: str) -> dict[str, Output]:
-    return {"y": Output(digest=hashlib.sha256(value.encode()).hexdigest(), dtype="uint8", shape=[1])}
+    return {
+        "y": Output(digest=hashlib.sha256(value.encode()).hexdigest(), dtype="uint8", shape=[1])
+    }
 
 
 def validator(store: Store) -> Validator:
@@ -54,7 +56,11 @@ def validator(store: Store) -> Validator:
 
 
 def report(store: Store, v: Validator, wid: str, lease: int, value: str | None):  # type: ignore[no-untyped-def]
-    item = ResultItem(lease=lease, outputs=out(value)) if value else ResultItem(lease=lease, error="boom")
+    item = (
+        ResultItem(lease=lease, outputs=out(value))
+        if value
+        else ResultItem(lease=lease, error="boom")
+    )
     return store.tx(v.record, [Incoming(wid, item)], time.time())
 
 

@@ -81,7 +81,9 @@ def serve(settings: Settings) -> None:
     """Runs the coordinator until interrupted."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not settings.distinct_addresses:
         log.warning(
             "distinct-address rule is OFF: replicas of a unit may go to workers at one address "

@@ -107,7 +107,9 @@ class WorkerConnection:
             if raw is None:
                 raw = msg.get("bytes") or b""
             if len(raw) > self.limits.max_message:
-                raise ProtocolViolation(f"message of {len(raw)} bytes is over {self.limits.max_message}")
+                raise ProtocolViolation(
+                    f"message of {len(raw)} bytes is over {self.limits.max_message}"
+                )
             try:
                 decoded = worker_decoder.decode(raw)
             except msgspec.DecodeError as e:
@@ -126,7 +128,9 @@ class WorkerConnection:
             case (State.HELLO, Hello()):
                 await self._hello(msg)
             case (State.HELLO, _):
-                self._complain("hello_first", f"expected hello first, got {type(msg).__name__.lower()}")
+                self._complain(
+                    "hello_first", f"expected hello first, got {type(msg).__name__.lower()}"
+                )
             case (State.SERVING, Ready(n=n)):
                 self.scheduler.ready(self, n)
             case (State.SERVING, Result(results=items)):
@@ -142,7 +146,8 @@ class WorkerConnection:
     async def _hello(self, hello: Hello) -> None:
         if hello.protocol != PROTOCOL_VERSION:
             raise ProtocolViolation(
-                f"protocol {hello.protocol} is not supported; this coordinator speaks {PROTOCOL_VERSION}"
+                f"protocol {hello.protocol} is not supported; "
+                f"this coordinator speaks {PROTOCOL_VERSION}"
             )
         store = self.services.store
         wid, secret, banned = await store.run(workers_q.register, hello, self.addr, time.time())

@@ -164,9 +164,15 @@ class Scheduler:
         self._deliver(res, wanted)
 
     def _work(
-        self, conn: Connection, batch: list[Incoming], wanted: dict[str, tuple[str, int]], now: float
+        self,
+        conn: Connection,
+        batch: list[Incoming],
+        wanted: dict[str, tuple[str, int]],
+        now: float,
     ) -> _TickResult:
-        outcome = self.validator.record(conn, self._store_inline(batch), now) if batch else Outcome()
+        outcome = (
+            self.validator.record(conn, self._store_inline(batch), now) if batch else Outcome()
+        )
         res = _TickResult(outcome)
         distinct = self.settings.distinct_addresses
         for wid, (addr, n) in wanted.items():
@@ -205,7 +211,9 @@ class Scheduler:
     def _send_leases(self, peer: Peer, claimed: list[leases_q.Claimed]) -> None:
         for job in {c.job for c in claimed} - peer.jobs_sent:
             ctx = self._contexts[job]
-            peer.post(JobSpec(job=job, kernel=ctx.kernel.NAME, params=ctx.params, inputs=ctx.inputs))
+            peer.post(
+                JobSpec(job=job, kernel=ctx.kernel.NAME, params=ctx.params, inputs=ctx.inputs)
+            )
             peer.jobs_sent.add(job)
         items = [
             LeaseItem(
@@ -254,9 +262,9 @@ class Scheduler:
         return ctx
 
     def _load(self, digest: str, dtype: str, shape: list[int]) -> Any:
-        return np.frombuffer(self.blobs.read(digest), dtype=np.dtype(dtype).newbyteorder("<")).reshape(
-            shape
-        )
+        return np.frombuffer(
+            self.blobs.read(digest), dtype=np.dtype(dtype).newbyteorder("<")
+        ).reshape(shape)
 
 
 def idle_reason(conn: Connection, distinct: bool) -> str:
@@ -274,4 +282,3 @@ def idle_reason(conn: Connection, distinct: bool) -> str:
         f"{waiting} unit(s) wait for a result from {who}: results are accepted only when "
         "independent workers agree, and this worker already computed them"
     )
-

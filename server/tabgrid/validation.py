@@ -67,7 +67,9 @@ def make_comparator(
         def by_kernel(a: Outputs, b: Outputs) -> bool:
             if not same_shape(a, b):
                 return False
-            return exact(a, b) or bool(kernel.compare(arrays(a), arrays(b), policy.rtol, policy.atol))
+            return exact(a, b) or bool(
+                kernel.compare(arrays(a), arrays(b), policy.rtol, policy.atol)
+            )
 
         return by_kernel
 
@@ -100,7 +102,9 @@ def can_verify(kernel: ModuleType) -> bool:
     return callable(getattr(kernel, "verify", None))
 
 
-def credit(kernel: ModuleType, params: dict, shapes: dict[str, tuple[str, tuple[int, ...]]]) -> float:
+def credit(
+    kernel: ModuleType, params: dict, shapes: dict[str, tuple[str, tuple[int, ...]]]
+) -> float:
     """Credit in GFLOP of useful work, BOINC-style: granted only to valid results."""
     try:
         return max(0.0, float(kernel.flops(params, shapes))) / 1e9

@@ -38,7 +38,7 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
     cur = dbapi_conn.cursor()
-    # WAL + NORMAL survives a killed process (not a power cut) and lets readers run beside the writer.
+    # WAL + NORMAL survives a killed process (not a power cut); readers run beside the writer.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")

@@ -12,12 +12,12 @@ from tabgrid.protocol import BlobRef as BlobRefMsg
 from tabgrid.protocol import JobStatus, JobSubmit, Output, Policy, UnitCounts, UnitInfo
 from tabgrid.store.codec import dumps, loads_inputs, loads_outputs
 from tabgrid.store.sql import insert_ignore
-from tabgrid.store.tables import BlobRef, Job, Replica, Unit
+from tabgrid.store.tables import BlobUse, Job, Replica, Unit
 
 J = Job.__table__  # type: ignore[attr-defined]
 U = Unit.__table__  # type: ignore[attr-defined]
 R = Replica.__table__  # type: ignore[attr-defined]
-REFS = BlobRef.__table__  # type: ignore[attr-defined]
+REFS = BlobUse.__table__  # type: ignore[attr-defined]
 
 OPEN_UNIT_STATES = ("pending", "running", "validating")
 FINAL_JOB_STATES = ("done", "failed", "cancelled")
@@ -142,9 +142,7 @@ def job_record(conn: Connection, job_id: int) -> dict | None:
     return dict(row) if row else None
 
 
-def list_jobs(
-    conn: Connection, owner_id: int | None, state: str | None, limit: int
-) -> list[dict]:
+def list_jobs(conn: Connection, owner_id: int | None, state: str | None, limit: int) -> list[dict]:
     q = select(J).order_by(J.c.id.desc()).limit(limit)
     if owner_id is not None:
         q = q.where(J.c.owner_id == owner_id)
@@ -211,7 +209,9 @@ def cancel_job(conn: Connection, job_id: int, now: float) -> list[tuple[int, str
             select(R.c.id, R.c.worker_id).where(R.c.job_id == job_id, R.c.state == "leased")
         )
     ]
-    conn.execute(update(R).where(R.c.job_id == job_id, R.c.state == "leased").values(state="released"))
+    conn.execute(
+        update(R).where(R.c.job_id == job_id, R.c.state == "leased").values(state="released")
+    )
     conn.execute(
         update(U)
         .where(U.c.job_id == job_id, U.c.state.in_(OPEN_UNIT_STATES))
@@ -245,7 +245,9 @@ def retire_job(conn: Connection, job_id: int) -> list[str]:
 def _still_used(conn: Connection, digests: list[str]) -> set[str]:
     used: set[str] = set()
     for chunk in _chunks(digests, 500):
-        used.update(d for (d,) in conn.execute(select(REFS.c.digest).where(REFS.c.digest.in_(chunk))))
+        used.update(
+            d for (d,) in conn.execute(select(REFS.c.digest).where(REFS.c.digest.in_(chunk)))
+        )
     return used
 
 

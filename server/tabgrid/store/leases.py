@@ -55,7 +55,13 @@ def claim(
 
 
 def _lease(
-    conn: Connection, job_id: int, ids: list[int], worker: str, addr: str, deadline: float, now: float
+    conn: Connection,
+    job_id: int,
+    ids: list[int],
+    worker: str,
+    addr: str,
+    deadline: float,
+    now: float,
 ) -> list[Claimed]:
     conn.execute(
         update(U)
@@ -85,7 +91,9 @@ def _lease(
     ).all()
     units = {
         r[0]: r
-        for r in conn.execute(select(U.c.id, U.c.idx, U.c.params, U.c.inputs).where(U.c.id.in_(ids)))
+        for r in conn.execute(
+            select(U.c.id, U.c.idx, U.c.params, U.c.inputs).where(U.c.id.in_(ids))
+        )
     }
     return [
         Claimed(
@@ -138,14 +146,18 @@ def _release(conn: Connection, where, now: float) -> int:  # type: ignore[no-unt
         u.inflight = max(0, u.inflight - per_unit[u.id])
         for _ in range(per_unit[u.id]):
             u.replace_replica(policies[u.job_id])
-        u.fail_if_stuck("every replica was lost (worker gone or deadline passed) and max_replicas is reached")
+        u.fail_if_stuck(
+            "every replica was lost (worker gone or deadline passed) and max_replicas is reached"
+        )
         u.derive_state()
     save_units(conn, units, now)
     return len(ids)
 
 
 def load_units(conn: Connection, ids: Iterable[int]) -> list[UnitRow]:
-    cols = [U.c[name] for name in UnitRow.__dataclass_fields__ if name not in ("id", "loaded_state")]
+    cols = [
+        U.c[name] for name in UnitRow.__dataclass_fields__ if name not in ("id", "loaded_state")
+    ]
     out: list[UnitRow] = []
     for chunk in _chunks(list(ids)):
         q = select(U.c.id, *cols).where(U.c.id.in_(chunk))
@@ -157,8 +169,10 @@ def save_units(conn: Connection, units: list[UnitRow], now: float) -> None:
     """Writes the units back, and folds the ones that just ended into their job's counters."""
     if not units:
         return
-    stmt = update(U).where(U.c.id == bindparam("b_id")).values(
-        {k: bindparam(k) for k in units[0].values(now)}
+    stmt = (
+        update(U)
+        .where(U.c.id == bindparam("b_id"))
+        .values({k: bindparam(k) for k in units[0].values(now)})
     )
     conn.execute(stmt, [{"b_id": u.id, **u.values(now)} for u in units])
     ended: dict[int, list[int]] = {}
@@ -183,9 +197,7 @@ def _finish_units(conn: Connection, job_id: int, done: int, failed: int, now: fl
     conn.execute(
         update(J)
         .where(J.c.id == job_id, J.c.open_units <= 0, J.c.state.in_(("running", "paused")))
-        .values(
-            state=case((J.c.failed_units > 0, "failed"), else_="done"), finished_at=now
-        )
+        .values(state=case((J.c.failed_units > 0, "failed"), else_="done"), finished_at=now)
     )
 
 

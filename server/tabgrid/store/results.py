@@ -12,7 +12,8 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from tabgrid.protocol import BlobRef, Output, Policy, ResultItem, Stats
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
 from tabgrid.store.leases import load_units, save_units
-from tabgrid.store.tables import Replica, Unit, Worker
+from tabgrid.store.sql import insert_ignore
+from tabgrid.store.tables import Blob, BlobUse, Replica, Unit, Worker
 from tabgrid.store.units import UnitRow
 from tabgrid.validation import (
     Candidate,
@@ -26,6 +27,8 @@ from tabgrid.validation import (
 R = Replica.__table__  # type: ignore[attr-defined]
 W = Worker.__table__  # type: ignore[attr-defined]
 U = Unit.__table__  # type: ignore[attr-defined]
+B = Blob.__table__  # type: ignore[attr-defined]
+REFS = BlobUse.__table__  # type: ignore[attr-defined]
 
 MAX_ERROR_TEXT = 2000
 
@@ -86,10 +89,13 @@ class Validator:
         tallies: dict[str, _Tally] = {}
         updates = [self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted]
         _save_replicas(conn, updates, now)
+        _reference_outputs(conn, accepted, now)
         for u in units.values():
             if not u.final or u.loaded_state == "done":
                 out.new_work |= self._validate(conn, u, tallies)
-        out.units_done = sum(1 for u in units.values() if u.state == "done" and u.loaded_state != "done")
+        out.units_done = sum(
+            1 for u in units.values() if u.state == "done" and u.loaded_state != "done"
+        )
         save_units(conn, list(units.values()), now)
         out.stats = _credit_workers(conn, tallies, now)
         return out
@@ -237,6 +243,18 @@ def _unit_spec(conn: Connection, unit_id: int, ctx: JobContext) -> tuple[dict, d
     """The unit's merged params and inputs: the job's, overridden by the unit's own."""
     params, inputs = conn.execute(select(U.c.params, U.c.inputs).where(U.c.id == unit_id)).one()
     return ctx.params | loads(params), ctx.inputs | loads_inputs(inputs)
+
+
+def _reference_outputs(conn: Connection, accepted: list[tuple[Incoming, dict]], now: float) -> None:
+    """Output blobs belong to their job too, so retiring the job frees them."""
+    refs, blobs = set(), {}
+    for inc, rep in accepted:
+        for o in (inc.item.outputs or {}).values():
+            refs.add((o.digest, rep["job_id"]))
+            if o.data is not None:
+                blobs[o.digest] = len(o.data)
+    insert_ignore(conn, REFS, [{"digest": d, "job_id": j} for d, j in refs])
+    insert_ignore(conn, B, [{"digest": d, "size": n, "created_at": now} for d, n in blobs.items()])
 
 
 def _save_replicas(conn: Connection, rows: list[dict], now: float) -> None:

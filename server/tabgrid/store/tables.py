@@ -119,7 +119,7 @@ class Blob(SQLModel, table=True):
     created_at: float
 
 
-class BlobRef(SQLModel, table=True):
+class BlobUse(SQLModel, table=True):
     """Which jobs use a blob, so retiring a job frees exactly the blobs nothing else uses."""
 
     __tablename__ = "blob_refs"
@@ -127,4 +127,4 @@ class BlobRef(SQLModel, table=True):
     job_id: int = Field(primary_key=True, index=True)
 
 
-__all__ = ["Blob", "BlobRef", "Job", "Replica", "Token", "Unit", "Worker"]
+__all__ = ["Blob", "BlobUse", "Job", "Replica", "Token", "Unit", "Worker"]

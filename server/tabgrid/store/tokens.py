@@ -49,7 +49,9 @@ def lookup(conn: Connection, token: str) -> Principal | None:
 
 
 def revoke(conn: Connection, token_id: int, now: float) -> bool:
-    res = conn.execute(update(T).where(T.c.id == token_id, T.c.revoked_at.is_(None)).values(revoked_at=now))
+    res = conn.execute(
+        update(T).where(T.c.id == token_id, T.c.revoked_at.is_(None)).values(revoked_at=now)
+    )
     return res.rowcount > 0
 
 

@@ -30,7 +30,9 @@ def register(conn: Connection, hello: Hello, addr: str, now: float) -> tuple[str
             conn.execute(
                 update(W)
                 .where(W.c.id == hello.worker_id)
-                .values(client_addr=addr, last_seen=now, adapter=dumps(hello.adapter), name=hello.name)
+                .values(
+                    client_addr=addr, last_seen=now, adapter=dumps(hello.adapter), name=hello.name
+                )
             )
             return hello.worker_id, hello.secret, bool(row[1])
     wid, secret = uuid.uuid4().hex, secrets.token_urlsafe(24)

@@ -1,0 +1,117 @@
+"""Dispatch throughput: one coordinator, N native workers, a trivial kernel, quorum 2.
+
+Prints validated units per second and, measured in the same run, the round trips per second of a
+bare websocket echo between the same number of client processes and a server doing nothing else
+(bench/echo.py, same Starlette/uvicorn stack), and the ratio of the two.
+
+    ./dev bench dispatch [--workers 4] [--units 20000] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "server"), str(ROOT)]
+
+from tests.integration.harness import Coordinator, WorkerProcess, _env, free_port  # noqa: E402
+
+from tabgrid.client import Client  # noqa: E402
+from tabgrid.store import Store  # noqa: E402
+
+
+def wait_done(client: Client, job: int, timeout: float) -> float:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = client.job(job)
+        if st.state != "running":
+            assert st.state == "done", st
+            return time.perf_counter()
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job} not done: {client.job(job)}")
+
+
+def dispatch_rate(tmp: Path, workers: int, units: int, concurrency: int) -> float:
+    db = f"sqlite:///{tmp / 'tabgrid.db'}"
+    _, token = Store(db).create_token("submitter", "bench")
+    coord = Coordinator(db, tmp, "--allow-same-address").start()
+    procs = [
+        WorkerProcess(coord.url, tmp / f"worker{i}.log", concurrency=concurrency)
+        for i in range(workers)
+    ]
+    try:
+        with Client(coord.url, token) as client:
+            policy = {"quorum": 2}
+            warm = client.submit(
+                "checksum", [{"params": {"i": i}} for i in range(200)], policy=policy
+            )
+            wait_done(client, warm.id, 120)  # every worker connected and warm
+            job = [{"params": {"i": i}} for i in range(units)]
+            t0 = time.perf_counter()
+            st = client.submit("checksum", job, policy=policy)
+            t1 = wait_done(client, st.id, 600)
+            return units / (t1 - t0)
+    finally:
+        for p in procs:
+            p.stop()
+        coord.stop()
+
+
+def echo_rate(clients: int, seconds: float, window: int) -> float:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "echo.py"), "serve", str(port)], env=_env()
+    )
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        url = f"ws://127.0.0.1:{port}/echo"
+        cmd = [
+            sys.executable,
+            str(ROOT / "bench" / "echo.py"),
+            "client",
+            url,
+            str(seconds),
+            str(window),
+        ]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, env=_env()) for _ in range(clients)]
+        total = sum(int(p.communicate()[0]) for p in procs)
+        return total / seconds
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--units", type=int, default=20_000)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--echo-seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        units_s = dispatch_rate(Path(d), args.workers, args.units, args.concurrency)
+    echo_s = echo_rate(args.workers, args.echo_seconds, args.concurrency)
+    print(f"workers: {args.workers} processes, {args.concurrency} units in flight each")
+    print(f"validated units/s (quorum 2, {args.units} units): {units_s:,.0f}")
+    print(f"bare websocket echo, same clients and window:  {echo_s:,.0f} round trips/s")
+    print(f"ratio: {units_s / echo_s:.2f}")
+    print(
+        f"targets: >= 1,000 units/s {'met' if units_s >= 1000 else 'NOT met'}; "
+        f"ratio >= 0.3 {'met' if units_s / echo_s >= 0.3 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Who is asking: bearer tokens with roles, and workers' own credentials for blob uploads."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+from starlette.requests import Request
+
+from tabgrid.httpio import services
+from tabgrid.problems import ProblemError
+from tabgrid.store import tokens, workers
+from tabgrid.store.tokens import Principal
+
+SUBMITTER = "submitter"
+OPERATOR = "operator"
+ANY_ROLE = (SUBMITTER, OPERATOR)
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tabgrid"'}
+_INVALID = {"WWW-Authenticate": 'Bearer realm="tabgrid", error="invalid_token"'}
+
+
+def _unauthorized(detail: str, headers: dict[str, str]) -> ProblemError:
+    return ProblemError(401, "Unauthorized", detail, headers=headers)
+
+
+def _credentials(request: Request) -> tuple[str, str]:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.strip().partition(" ")
+    if not header or not value.strip():
+        raise _unauthorized(
+            "this route needs a token: send the header 'Authorization: Bearer <token>' "
+            "(an operator creates tokens with 'tabgrid token create')",
+            _CHALLENGE,
+        )
+    return scheme.lower(), value.strip()
+
+
+async def principal(request: Request, *roles: str) -> Principal:
+    """The token's holder; 401 without a valid token, 403 when its role is not among `roles`."""
+    scheme, value = _credentials(request)
+    if scheme != "bearer":
+        raise _unauthorized(
+            f"unsupported authorization scheme {scheme!r} here: use 'Bearer <token>'", _CHALLENGE
+        )
+    return check_role(await _lookup(request, value), roles or ANY_ROLE)
+
+
+async def _lookup(request: Request, token: str) -> Principal:
+    who = await services(request).store.run(tokens.lookup, token)
+    if who is None:
+        raise _unauthorized(
+            "the token is unknown or was revoked: ask an operator for a new one", _INVALID
+        )
+    return who
+
+
+def check_role(who: Principal, roles: tuple[str, ...]) -> Principal:
+    if who.role not in roles:
+        raise ProblemError(
+            403,
+            "Forbidden",
+            f"this route needs the role {' or '.join(roles)}; the token "
+            f"{who.name or who.id!r} has the role {who.role}",
+        )
+    return who
+
+
+async def uploader(request: Request) -> str:
+    """Blob uploads accept a token of any role or a worker's id and secret; returns who it is."""
+    scheme, value = _credentials(request)
+    if scheme == "bearer":
+        who = await _lookup(request, value)
+        return f"token {who.id}"
+    if scheme == "worker":
+        worker_id, _, secret = value.partition(":")
+        verdict = await services(request).store.run(_worker_verdict, worker_id, secret)
+        if verdict == "unknown":
+            raise _unauthorized(
+                "unknown worker id or wrong secret: use the worker_id and secret from Welcome",
+                {"WWW-Authenticate": 'Worker realm="tabgrid"'},
+            )
+        if verdict == "banned":
+            raise ProblemError(403, "Forbidden", f"worker {worker_id} is banned by an operator")
+        return f"worker {worker_id}"
+    raise _unauthorized(
+        f"unsupported authorization scheme {scheme!r}: use 'Bearer <token>' or "
+        "'Worker <worker_id>:<secret>'",
+        _CHALLENGE,
+    )
+
+
+def _worker_verdict(conn: Connection, worker_id: str, secret: str) -> str:
+    if not worker_id or not secret or not workers.check_secret(conn, worker_id, secret):
+        return "unknown"
+    row = workers.get(conn, worker_id)
+    return "banned" if row and row["banned"] else "ok"

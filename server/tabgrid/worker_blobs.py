@@ -1,0 +1,125 @@
+"""Blobs for the native worker: fetched inputs in a byte-bounded cache, uploaded outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from math import prod
+
+import httpx
+
+from tabgrid.protocol import BlobRef
+from tabgrid.runtime.array import ITEMSIZE, Array
+
+CHUNK = 1 << 16
+
+
+class BlobError(Exception):
+    """A blob could not be fetched or stored, or its bytes do not match its reference."""
+
+
+class BlobUnreachable(BlobError):
+    """The coordinator could not be reached; trying again later may work."""
+
+
+def expected_size(ref: BlobRef) -> int:
+    return prod(ref.shape) * ITEMSIZE[ref.dtype]
+
+
+def blob_path(digest: str) -> str:
+    return f"/api/v1/blobs/{digest}"
+
+
+async def _read_bounded(response: httpx.Response, limit: int, digest: str) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise BlobError(f"blob {digest} is larger than the {limit} bytes its shape needs")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def fetch_blob(http: httpx.AsyncClient, ref: BlobRef) -> bytes:
+    """The blob's bytes, checked against its size and sha256."""
+    size = expected_size(ref)
+    try:
+        async with http.stream("GET", blob_path(ref.digest)) as response:
+            if response.status_code != 200:
+                raise BlobError(f"GET blob {ref.digest}: HTTP {response.status_code}")
+            data = await _read_bounded(response, size, ref.digest)
+    except httpx.TransportError as e:
+        raise BlobUnreachable(f"GET blob {ref.digest}: {type(e).__name__}: {e}") from e
+    if len(data) != size:
+        raise BlobError(f"blob {ref.digest} has {len(data)} bytes, its shape needs {size}")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != ref.digest:
+        raise BlobError(f"blob {ref.digest} arrived with sha256 {actual}")
+    return data
+
+
+async def put_blob(http: httpx.AsyncClient, digest: str, data: bytes, auth: str) -> None:
+    """Store bytes under their digest with the worker's credentials."""
+    headers = {"authorization": auth, "content-type": "application/octet-stream"}
+    try:
+        response = await http.put(blob_path(digest), content=data, headers=headers)
+    except httpx.TransportError as e:
+        raise BlobUnreachable(f"PUT blob {digest}: {type(e).__name__}: {e}") from e
+    if response.status_code not in (200, 201):
+        raise BlobError(f"PUT blob {digest}: HTTP {response.status_code}: {response.text[:300]}")
+
+
+class BlobCache:
+    """Input blobs by digest, least recently used first out, at most ``max_bytes`` in all.
+
+    Concurrent requests for one digest share a single download.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, max_bytes: int) -> None:
+        self.http = http
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._blobs: OrderedDict[str, bytes] = OrderedDict()
+        self._pending: dict[str, asyncio.Task[bytes]] = {}
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._blobs
+
+    async def get(self, ref: BlobRef) -> bytes:
+        data = self._blobs.get(ref.digest)
+        if data is not None:
+            self._blobs.move_to_end(ref.digest)
+            return data
+        task = self._pending.get(ref.digest)
+        if task is None:
+            task = asyncio.create_task(fetch_blob(self.http, ref))
+            self._pending[ref.digest] = task
+            task.add_done_callback(lambda t, digest=ref.digest: self._landed(digest, t))
+        # A cancelled unit must not cancel a download other units are waiting for.
+        return await asyncio.shield(task)
+
+    async def array(self, ref: BlobRef) -> Array:
+        return Array(ref.dtype, tuple(ref.shape), await self.get(ref))
+
+    def _landed(self, digest: str, task: asyncio.Task[bytes]) -> None:
+        del self._pending[digest]
+        if task.cancelled() or task.exception() is not None:
+            return
+        self.put(digest, task.result())
+
+    def put(self, digest: str, data: bytes) -> None:
+        if len(data) > self.max_bytes or digest in self._blobs:
+            return
+        while self.size + len(data) > self.max_bytes:
+            _, old = self._blobs.popitem(last=False)
+            self.size -= len(old)
+        self._blobs[digest] = data
+        self.size += len(data)
+
+    async def aclose(self) -> None:
+        tasks = list(self._pending.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,125 @@
+"""End to end on loopback: a real coordinator process, real native workers on wgpu (lavapipe)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tabgrid import kernels
+from tabgrid.client import TabgridError
+from tabgrid.tiling import assemble_mandelbrot, mandelbrot_units, matmul_units
+
+pytestmark = pytest.mark.integration
+
+SAXPY = """
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+struct Params { a: f32, n: u32 }
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x < p.n) { out[id.x] = p.a * x[id.x] + y[id.x]; }
+}
+"""
+MANIFEST = {
+    "entry": "main",
+    "bindings": [
+        {"binding": 0, "input": "x"},
+        {"binding": 1, "input": "y"},
+        {"binding": 2, "output": "out", "type": "f32", "length": "n"},
+        {"binding": 3, "uniform": [{"name": "a", "type": "f32"}, {"name": "n", "type": "u32"}]},
+    ],
+    "workgroups": ["ceil(n / 64)", 1, 1],
+}
+
+
+def mandelbrot_reference(units: list[dict]) -> dict[int, dict[str, np.ndarray]]:
+    k = kernels.get("mandelbrot")
+    return {i: k.reference(u["params"], {}) for i, u in enumerate(units)}
+
+
+def test_matmul_and_mandelbrot_jobs_validate_and_assemble(cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster.worker()
+    cluster.worker()
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((96, 80), dtype=np.float32)
+    b = rng.standard_normal((80, 64), dtype=np.float32)
+    units, assemble = matmul_units(a, b, 32)
+    tiles = mandelbrot_units(-2.0, -1.2, 0.8, 1.2, 96, 64, 32, 64)
+    with cluster.client() as client:
+        mm = client.submit(
+            "matmul", units, policy={"quorum": 2, "compare": "allclose", "rtol": 1e-4, "atol": 1e-4}
+        )
+        mb = client.submit("mandelbrot", tiles, policy={"quorum": 2})
+        assert client.wait(mm.id, progress=False, timeout=300).state == "done"
+        assert client.wait(mb.id, progress=False, timeout=300).state == "done"
+        c = assemble(client.results(mm.id))
+        np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+        image = assemble_mandelbrot(client.results(mb.id), 96, 64, 32)
+        expected = assemble_mandelbrot(mandelbrot_reference(tiles), 96, 64, 32)
+        assert np.array_equal(image, expected)
+        assert all(u.replicas >= 2 for u in client.units(mm.id))
+
+
+def test_researchers_own_wgsl_kernel(cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster.worker()
+    cluster.worker()
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal(n, dtype=np.float32) for n in (100, 257)]
+    ys = [rng.standard_normal(n, dtype=np.float32) for n in (100, 257)]
+    units = [
+        {"params": {"n": len(x)}, "inputs": {"x": x, "y": y}} for x, y in zip(xs, ys, strict=True)
+    ]
+    params = {"shader": SAXPY, "manifest": MANIFEST, "a": 2.5}
+    with cluster.client() as client:
+        job = client.submit("wgsl", units, params=params, policy={"quorum": 2})
+        assert client.wait(job.id, progress=False, timeout=300).state == "done"
+        results = client.results(job.id)
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        np.testing.assert_allclose(results[i]["out"], 2.5 * x + y, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"manifest": {**MANIFEST, "entry": "nope"}}, "nope"),
+        ({"manifest": {**MANIFEST, "workgroups": ["ceil(n / ", 1, 1]}}, "workgroups"),
+        ({"manifest": {**MANIFEST, "bindings": MANIFEST["bindings"][:3]}}, "binding(3)"),
+    ],
+)
+def test_bad_wgsl_job_is_refused_at_submission(cluster, change, named) -> None:  # type: ignore[no-untyped-def]
+    x = np.ones(8, dtype=np.float32)
+    params = {"shader": SAXPY, "manifest": MANIFEST, "a": 1.0} | change
+    with cluster.client() as client, pytest.raises(TabgridError) as e:
+        client.submit("wgsl", [{"params": {"n": 8}, "inputs": {"x": x, "y": x}}], params=params)
+    assert e.value.status == 422
+    assert named in str(e.value)
+
+
+def test_shader_that_does_not_compile_fails_units_with_the_compiler_message(cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster.worker()
+    cluster.worker()  # quorum 2 needs two workers before max_replicas=2 is spent
+    broken = SAXPY.replace("p.a * x[id.x]", "p.a * x[id.x] +* oops")
+    x = np.ones(8, dtype=np.float32)
+    params = {"shader": broken, "manifest": MANIFEST, "a": 1.0}
+    with cluster.client() as client:
+        job = client.submit(
+            "wgsl",
+            [{"params": {"n": 8}, "inputs": {"x": x, "y": x}}],
+            params=params,
+            policy={"quorum": 2, "max_replicas": 2},
+        )
+        st = client.wait(job.id, progress=False, timeout=120)
+        assert st.state == "failed"
+        (unit,) = list(client.units(job.id))
+    assert unit.state == "failed"
+    assert "every replica failed" in unit.error
+    assert "oops" in unit.error or "expected" in unit.error.lower(), unit.error
+
+
+def test_unknown_kernel_is_refused(cluster) -> None:  # type: ignore[no-untyped-def]
+    with cluster.client() as client, pytest.raises(TabgridError) as e:
+        client.submit("nosuch", [{"params": {}}])
+    assert e.value.status == 422 and "nosuch" in str(e.value)

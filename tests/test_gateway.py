@@ -1,0 +1,167 @@
+"""The worker websocket: protocol state machine, flow control, bad input, lease release."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from tabgrid.app import create_app
+from tabgrid.settings import Limits, Settings
+
+WS = "/api/v1/worker"
+HELLO = {"type": "hello", "kind": "native", "name": "t"}
+
+
+@pytest.fixture
+def client(tmp_path):  # type: ignore[no-untyped-def]
+    settings = Settings(
+        db=f"sqlite:///{tmp_path / 't.db'}",
+        data_dir=tmp_path,
+        distinct_addresses=False,
+        limits=Limits(max_message=4096, max_bad_messages=3),
+    )
+    app = create_app(settings)
+    with TestClient(app) as c:
+        _, token = app.state.services.store.create_token("submitter", "t")
+        c.headers["Authorization"] = f"Bearer {token}"
+        yield c
+
+
+def submit(client: TestClient, n: int, quorum: int = 2) -> int:
+    body = {
+        "kernel": "checksum",
+        "units": [{"params": {"i": i}} for i in range(n)],
+        "policy": {"quorum": quorum},
+    }
+    r = client.post("/api/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def hello(ws) -> dict:  # type: ignore[no-untyped-def]
+    ws.send_text(json.dumps(HELLO))
+    welcome = ws.receive_json()
+    assert welcome["type"] == "welcome"
+    return welcome
+
+
+def test_malformed_json_gets_an_error_and_the_socket_stays(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        ws.send_text("{not json")
+        err = ws.receive_json()
+        assert err["type"] == "error" and err["code"] == "bad_message"
+        assert "decode" in err["message"]
+        hello(ws)
+
+
+def test_unknown_message_type_is_named(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        ws.send_text(json.dumps({"type": "gimme"}))
+        err = ws.receive_json()
+        assert err["code"] == "bad_message" and "gimme" in err["message"]
+
+
+def test_messages_before_hello_are_refused(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        err = ws.receive_json()
+        assert err["code"] == "hello_first" and "expected hello" in err["message"]
+
+
+def test_repeated_bad_messages_close_with_a_reason(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        for _ in range(3):
+            ws.send_text("nope")
+        msgs = [ws.receive_json() for _ in range(4)]
+        assert msgs[-1]["type"] == "bye" and "bad messages" in msgs[-1]["reason"]
+        with pytest.raises(WebSocketDisconnect) as e:
+            ws.receive_json()
+        assert e.value.code == 1008
+    assert client.get("/healthz").status_code == 200
+
+
+def test_oversized_message_closes_the_socket_not_the_server(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "bye", "reason": "x" * 5000}))
+        bye = ws.receive_json()
+        assert bye["type"] == "bye" and "over 4096" in bye["reason"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_flow_control_never_sends_more_than_asked(client: TestClient) -> None:
+    submit(client, 5, quorum=2)
+    with client.websocket_connect(WS) as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "ready", "n": 2}))
+        spec = ws.receive_json()
+        assert spec["type"] == "job" and spec["kernel"] == "checksum"
+        lease = ws.receive_json()
+        assert lease["type"] == "lease" and len(lease["leases"]) == 2
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        lease = ws.receive_json()
+        assert lease["type"] == "lease" and len(lease["leases"]) == 1
+
+
+def test_disconnect_releases_leases_to_the_next_worker(client: TestClient) -> None:
+    submit(client, 3)
+    with client.websocket_connect(WS) as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "ready", "n": 3}))
+        ws.receive_json()
+        assert len(ws.receive_json()["leases"]) == 3
+    with client.websocket_connect(WS) as ws2:
+        hello(ws2)
+        ws2.send_text(json.dumps({"type": "ready", "n": 3}))
+        ws2.receive_json()
+        assert len(ws2.receive_json()["leases"]) == 3
+
+
+def test_result_for_a_lease_never_given_is_refused(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "result", "results": [{"lease": 999, "error": "x"}]}))
+        err = ws.receive_json()
+        assert err["code"] == "bad_result" and "999" in err["message"]
+
+
+def test_idle_worker_is_told_why(client: TestClient) -> None:
+    submit(client, 1, quorum=2)
+    with client.websocket_connect(WS) as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        ws.receive_json()
+        (lease,) = ws.receive_json()["leases"]
+        data = b"\x01"
+        out = {
+            "digest": hashlib.sha256(data).hexdigest(),
+            "dtype": "uint8",
+            "shape": [1],
+            "data": base64.b64encode(data).decode(),
+        }
+        result = {"lease": lease["lease"], "outputs": {"digest": out}}
+        ws.send_text(json.dumps({"type": "result", "results": [result]}))
+        stats = ws.receive_json()
+        assert stats["type"] == "stats" and stats["results"] == 1 and stats["pending"] == 1
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        idle = ws.receive_json()
+        assert idle["type"] == "idle" and "different worker" in idle["reason"]
+
+
+def test_inline_output_that_lies_about_its_digest_is_an_error(client: TestClient) -> None:
+    submit(client, 1, quorum=2)
+    with client.websocket_connect(WS) as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        ws.receive_json()
+        (lease,) = ws.receive_json()["leases"]
+        out = {"digest": "0" * 64, "dtype": "uint8", "shape": [1], "data": "AQ=="}
+        result = {"lease": lease["lease"], "outputs": {"digest": out}}
+        ws.send_text(json.dumps({"type": "result", "results": [result]}))
+        stats = ws.receive_json()
+        assert stats["type"] == "stats" and stats["errors"] == 1
