@@ -59,6 +59,8 @@ class Api:
         if (method, path) == ("POST", "/api/v1/jobs"):
             self.submitted = json.loads(request.content)
             return httpx.Response(201, content=encoder.encode(status()))
+        if (method, path) == ("DELETE", "/api/v1/jobs/1"):
+            return httpx.Response(204)
         if path == "/api/v1/jobs/1/events":
             return httpx.Response(200, content=self.events)
         if path == "/api/v1/jobs/1":
@@ -106,6 +108,7 @@ def test_arrays_travel_as_little_endian_c_order_bytes() -> None:
     assert little.tobytes() == np.ascontiguousarray(big_endian.astype("<i4")).tobytes()
     back = decode_array(little.tobytes(), "int32", [3, 2])
     np.testing.assert_array_equal(back, big_endian)
+    assert encode_array(np.float32(2.0))[0].shape == ()
     with pytest.raises(TypeError, match="float32"):
         encode_array(np.zeros(2, np.float16))
     with pytest.raises(ValueError, match="needs 24 bytes"):
@@ -164,6 +167,10 @@ def test_submit_uploads_each_distinct_array_once(client: Client, api: Api) -> No
     assert len(api.requests) == before
     with pytest.raises(ValueError, match="unknown keys"):
         client.submit("checksum", [{"param": {}}])
+    # Deleting a job may free its blobs, so the next upload sends them again.
+    client.delete(1)
+    client.upload(shared)
+    assert api.requests[-1] == ("PUT", "/api/v1/blobs/" + digest)
 
 
 def test_wait_follows_events_and_draws_a_bar(

@@ -172,3 +172,41 @@ def test_late_result_is_checked_against_the_canonical_one(store: Store) -> None:
     assert report(store, v, c, lc.lease, "x").stats[c].valid == 1
     # b's disagreeing result was judged when the canonical one appeared
     assert store.tx(workers_q.get, b)["invalid"] == 1
+
+
+def test_two_colluding_saboteurs_win_a_quorum_two_unit_by_the_check_set_rule(store: Store) -> None:
+    """Expected, and why: check_set accepts the first result that agrees with `quorum` results.
+    Two saboteurs that return the same wrong answer before the honest worker form that quorum,
+    so the wrong answer is canonical and the honest late result is judged invalid against it.
+    Quorum 2 stops lone cheaters; collusion needs a higher quorum, the distinct-address rule,
+    or a verifier (matmul's Freivalds check)."""
+    job = submit(store, 1, quorum=2, max_replicas=3, deadline_s=0.05)
+    s1, s2, honest = worker(store, "1"), worker(store, "2"), worker(store, "3")
+    v = validator(store)
+    (l1,), (l3,) = claim(store, s1, 1), claim(store, honest, 1)
+    time.sleep(0.1)  # both leases pass their deadline; the unit is reissued to s2
+    store.tx(leases_q.expire, time.time())
+    (l2,) = claim(store, s2, 1)
+    report(store, v, s1, l1.lease, "wrong")
+    report(store, v, s2, l2.lease, "wrong")
+    o = report(store, v, honest, l3.lease, "right")
+    (unit,) = store.tx(jobs_q.list_units, job, 2, None, -1, 10)
+    assert unit.state == "done" and unit.outputs == out("wrong")
+    assert o.stats[honest].invalid == 1
+    assert store.tx(workers_q.get, s1)["valid"] == 1
+
+
+def test_an_honest_majority_outvotes_two_colluders_when_it_returns_first(store: Store) -> None:
+    """The same rule with the honest pair first: the right answer is canonical and both
+    saboteurs' results are invalid."""
+    job = submit(store, 1, quorum=2, max_replicas=4)
+    h1, s1, h2 = worker(store, "1"), worker(store, "2"), worker(store, "3")
+    v = validator(store)
+    (a,), (b,) = claim(store, h1, 1), claim(store, s1, 1)
+    report(store, v, h1, a.lease, "right")
+    report(store, v, s1, b.lease, "wrong")
+    (c,) = claim(store, h2, 1)  # the disagreement asked for a third replica
+    report(store, v, h2, c.lease, "right")
+    (unit,) = store.tx(jobs_q.list_units, job, 2, None, -1, 10)
+    assert unit.outputs == out("right")
+    assert store.tx(workers_q.get, s1)["invalid"] == 1

@@ -285,7 +285,10 @@ class Client:
         return self._json("POST", f"/jobs/{job_id}/cancel", JobStatus)
 
     def delete(self, job_id: int) -> None:
+        """Retire a job; the coordinator frees blobs nothing else references."""
         self._request("DELETE", f"/jobs/{job_id}")
+        # Blobs this client uploaded may be gone now: check again before relying on them.
+        self._known.clear()
 
     # ---- waiting -----------------------------------------------------------------------
 

@@ -75,10 +75,15 @@ class Scheduler:
 
     async def start(self) -> None:
         if not self.store.is_postgres:
-            # A lone coordinator that starts has no worker connected: old leases are void.
-            n = await self.store.run(leases_q.release_all, time.time())
+            # A lone coordinator that starts has no worker connected yet.
+            grace = time.time() + self.settings.restart_grace_s
+            n = await self.store.run(leases_q.shorten_deadlines, grace)
             if n:
-                log.info("released %d leases left from the previous run", n)
+                log.info(
+                    "%d leases from the previous run wait %.0f s for their workers",
+                    n,
+                    self.settings.restart_grace_s,
+                )
 
     def attach(self, peer: Peer) -> None:
         old = self.peers.get(peer.worker_id)

@@ -32,6 +32,7 @@ class Settings:
     # On one machine every tab shares an address, so local demos turn this off.
     distinct_addresses: bool = True
     sweep_interval_s: float = 1.0
+    restart_grace_s: float = 10.0  # leases left by a killed coordinator wait this long
     batch_window_s: float = 0.002
     limits: Limits = field(default_factory=Limits)
 

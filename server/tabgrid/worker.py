@@ -541,7 +541,7 @@ async def run_worker(
     concurrency: int = 2,
     name: str = "",
     gpu: Any = None,
-    state_file: Path | None = None,
+    state_file: Path | str | None = None,
     stop: asyncio.Event | None = None,
     log: Log = print,
     cache_bytes: int = 256 << 20,

@@ -16,8 +16,8 @@ from tabgrid.worker import Worker
 
 class Saboteur(Worker):
     async def _compute(self, item):  # type: ignore[no-untyped-def]
-        outputs = await super()._compute(item)
-        return {name: corrupt(a) for name, a in outputs.items()}
+        outputs, ms = await super()._compute(item)
+        return {name: corrupt(a) for name, a in outputs.items()}, ms
 
 
 class Stalled(Worker):

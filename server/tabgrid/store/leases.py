@@ -123,9 +123,13 @@ def expire(conn: Connection, now: float) -> int:
     return _release(conn, and_(R.c.state == "leased", R.c.deadline < now), now)
 
 
-def release_all(conn: Connection, now: float) -> int:
-    """On start of a lone coordinator no worker is connected yet: every lease is stale."""
-    return _release(conn, R.c.state == "leased", now)
+def shorten_deadlines(conn: Connection, deadline: float) -> int:
+    """After a restart no worker is connected yet: leases get a short grace to be reclaimed by
+    their reconnecting workers (who still compute them), then the sweeper releases them."""
+    res = conn.execute(
+        update(R).where(R.c.state == "leased", R.c.deadline > deadline).values(deadline=deadline)
+    )
+    return res.rowcount
 
 
 def _release(conn: Connection, where, now: float) -> int:  # type: ignore[no-untyped-def]

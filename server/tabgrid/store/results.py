@@ -105,6 +105,7 @@ class Validator:
     ) -> list[tuple[Incoming, dict]]:
         ids = [inc.item.lease for inc in batch]
         reps = {r["id"]: dict(r) for r in conn.execute(select(R).where(R.c.id.in_(ids))).mappings()}
+        live = _live_replicas(conn, [r for r in reps.values() if r["state"] == "released"])
         accepted, seen = [], set()
         for inc in batch:
             rep = reps.get(inc.item.lease)
@@ -112,6 +113,9 @@ class Validator:
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} is not held by you"))
             elif rep["state"] not in ("leased", "released") or rep["id"] in seen:
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} already has a result"))
+            elif rep["state"] == "released" and (rep["unit_id"], inc.worker) in live:
+                # The unit went to this worker again: only one of its results may count.
+                out.rejected.append((inc.worker, f"lease {inc.item.lease} was released"))
             else:
                 seen.add(rep["id"])
                 accepted.append((inc, rep))
@@ -243,6 +247,15 @@ def _unit_spec(conn: Connection, unit_id: int, ctx: JobContext) -> tuple[dict, d
     """The unit's merged params and inputs: the job's, overridden by the unit's own."""
     params, inputs = conn.execute(select(U.c.params, U.c.inputs).where(U.c.id == unit_id)).one()
     return ctx.params | loads(params), ctx.inputs | loads_inputs(inputs)
+
+
+def _live_replicas(conn: Connection, released: list[dict]) -> set[tuple[int, str]]:
+    """(unit, worker) pairs among these where the worker holds another, unreleased replica."""
+    if not released:
+        return set()
+    units = {r["unit_id"] for r in released}
+    q = select(R.c.unit_id, R.c.worker_id).where(R.c.unit_id.in_(units), R.c.state != "released")
+    return {(u, w) for u, w in conn.execute(q)}
 
 
 def _reference_outputs(conn: Connection, accepted: list[tuple[Incoming, dict]], now: float) -> None:

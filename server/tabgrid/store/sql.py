@@ -20,14 +20,17 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
 
 
 # Units of one job that still want a replica and that this worker may take: never a unit it
-# already holds a replica of, and (when asked) never one whose replica went to its address.
+# already holds a live replica of, and (when asked) never one whose replica went to its address.
+# A released replica (lost with its connection, or past its deadline) does not count: its worker
+# may compute the unit again, else a small pool of workers could be shut out of a unit forever.
 # PostgreSQL skips rows another coordinator is claiming right now instead of waiting on them.
 _CLAIM = """
 SELECT u.id FROM units u
 WHERE u.job_id = :job AND u.want > 0
   AND NOT EXISTS (
     SELECT 1 FROM replicas r
-    WHERE r.unit_id = u.id AND (r.worker_id = :worker OR (:distinct AND r.client_addr = :addr))
+    WHERE r.unit_id = u.id AND r.state <> 'released'
+      AND (r.worker_id = :worker OR (:distinct AND r.client_addr = :addr))
   )
 ORDER BY u.id
 LIMIT :n
