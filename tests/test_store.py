@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tabgrid.blobs import BlobStore
 from tabgrid.protocol import Hello, JobSubmit, Output, Policy, ResultItem, UnitSpec
 from tabgrid.store import Store
 from tabgrid.store import jobs as jobs_q
@@ -41,26 +42,30 @@ def claim(store: Store, wid: str, n: int, addr: str | None = None, distinct: boo
     return store.tx(leases_q.claim, wid, addr or wid, n, distinct, time.time())
 
 
-def out(value: str) -> dict[str, Output]:
-    return {
-        "y": Output(digest=hashlib.sha256(value.encode()).hexdigest(), dtype="uint8", shape=[1])
-    }
+def out(value: str, data: bool = False) -> dict[str, Output]:
+    raw = value.encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    return {"y": Output(digest=digest, dtype="uint8", shape=[len(raw)], data=raw if data else None)}
 
 
-def validator(store: Store) -> Validator:
+@pytest.fixture
+def blobs(tmp_path):  # type: ignore[no-untyped-def]
+    return BlobStore(tmp_path / "blobs")
+
+
+def validator(store: Store, blobs: BlobStore) -> Validator:
     def ctx(conn, job_id):  # type: ignore[no-untyped-def]
         row = jobs_q.get_job(conn, job_id)
         return JobContext(KERNEL, row.policy, row.params, row.inputs)  # type: ignore[arg-type]
 
-    return Validator(ctx, load=lambda *a: None, has_blob=lambda d: True)
+    return Validator(ctx, blobs)
 
 
 def report(store: Store, v: Validator, wid: str, lease: int, value: str | None):  # type: ignore[no-untyped-def]
-    item = (
-        ResultItem(lease=lease, outputs=out(value))
-        if value
-        else ResultItem(lease=lease, error="boom")
-    )
+    if value:
+        item = ResultItem(lease=lease, outputs=out(value, data=True))
+    else:
+        item = ResultItem(lease=lease, error="boom")
     return store.tx(v.record, [Incoming(wid, item)], time.time())
 
 
@@ -68,7 +73,9 @@ def status(store: Store, job: int):  # type: ignore[no-untyped-def]
     return store.tx(lambda c: jobs_q.status_of(c, jobs_q.job_record(c, job), "", time.time()))
 
 
-def test_claim_never_gives_one_worker_two_replicas_of_a_unit(store: Store) -> None:
+def test_claim_never_gives_one_worker_two_replicas_of_a_unit(
+    store: Store, blobs: BlobStore
+) -> None:
     submit(store, 3, quorum=2)
     a, b = worker(store, "1"), worker(store, "2")
     first = claim(store, a, 10)
@@ -77,7 +84,7 @@ def test_claim_never_gives_one_worker_two_replicas_of_a_unit(store: Store) -> No
     assert sorted(c.index for c in claim(store, b, 10)) == [0, 1, 2]
 
 
-def test_distinct_address_rule(store: Store) -> None:
+def test_distinct_address_rule(store: Store, blobs: BlobStore) -> None:
     submit(store, 2, quorum=2)
     a, b = worker(store, "1"), worker(store, "2")
     assert len(claim(store, a, 10, addr="1.2.3.4")) == 2
@@ -85,16 +92,16 @@ def test_distinct_address_rule(store: Store) -> None:
     assert len(claim(store, b, 10, addr="1.2.3.4", distinct=False)) == 2
 
 
-def test_flow_control_claims_at_most_n(store: Store) -> None:
+def test_flow_control_claims_at_most_n(store: Store, blobs: BlobStore) -> None:
     submit(store, 50, quorum=1)
     a = worker(store, "1")
     assert len(claim(store, a, 7)) == 7
 
 
-def test_quorum_two_validates_and_credits(store: Store) -> None:
+def test_quorum_two_validates_and_credits(store: Store, blobs: BlobStore) -> None:
     job = submit(store, 1, quorum=2)
     a, b = worker(store, "1"), worker(store, "2")
-    v = validator(store)
+    v = validator(store, blobs)
     (la,) = claim(store, a, 1)
     report(store, v, a, la.lease, "x")
     assert status(store, job).counts.validating == 1, "one result in, waiting for a second"
@@ -106,10 +113,10 @@ def test_quorum_two_validates_and_credits(store: Store) -> None:
     assert o.stats[b].valid == 1 and o.stats[b].credit == pytest.approx(2.0)
 
 
-def test_saboteur_is_outvoted_and_marked_invalid(store: Store) -> None:
+def test_saboteur_is_outvoted_and_marked_invalid(store: Store, blobs: BlobStore) -> None:
     job = submit(store, 1, quorum=2, max_replicas=4)
     honest1, bad, honest2 = worker(store, "1"), worker(store, "2"), worker(store, "3")
-    v = validator(store)
+    v = validator(store, blobs)
     (l1,), (l2,) = claim(store, honest1, 1), claim(store, bad, 1)
     report(store, v, honest1, l1.lease, "right")
     o = report(store, v, bad, l2.lease, "wrong")
@@ -119,9 +126,12 @@ def test_saboteur_is_outvoted_and_marked_invalid(store: Store) -> None:
     assert o.stats[bad].invalid == 1 and o.stats[honest2].valid == 1
     units = store.tx(jobs_q.list_units, job, 2, None, -1, 10)
     assert units[0].state == "done" and units[0].outputs == out("right")
+    # exact comparison keeps only the canonical bytes
+    assert blobs.read(out("right")["y"].digest) == b"right"
+    assert not blobs.has(out("wrong")["y"].digest)
 
 
-def test_disconnect_releases_leases_for_others(store: Store) -> None:
+def test_disconnect_releases_leases_for_others(store: Store, blobs: BlobStore) -> None:
     job = submit(store, 2, quorum=1)
     a, b = worker(store, "1"), worker(store, "2")
     claim(store, a, 2)
@@ -131,7 +141,7 @@ def test_disconnect_releases_leases_for_others(store: Store) -> None:
     assert status(store, job).counts.running == 2
 
 
-def test_expired_lease_is_reissued(store: Store) -> None:
+def test_expired_lease_is_reissued(store: Store, blobs: BlobStore) -> None:
     submit(store, 1, quorum=1, deadline_s=0.01)
     a, b = worker(store, "1"), worker(store, "2")
     claim(store, a, 1)
@@ -140,9 +150,9 @@ def test_expired_lease_is_reissued(store: Store) -> None:
     assert len(claim(store, b, 1)) == 1
 
 
-def test_unit_fails_after_max_replicas_errors(store: Store) -> None:
+def test_unit_fails_after_max_replicas_errors(store: Store, blobs: BlobStore) -> None:
     job = submit(store, 1, quorum=1, max_replicas=2)
-    v = validator(store)
+    v = validator(store, blobs)
     for name in ("1", "2"):
         w = worker(store, name)
         (lease,) = claim(store, w, 1)
@@ -153,18 +163,18 @@ def test_unit_fails_after_max_replicas_errors(store: Store) -> None:
     assert "boom" in (units[0].error or "")
 
 
-def test_result_for_someone_elses_lease_is_rejected(store: Store) -> None:
+def test_result_for_someone_elses_lease_is_rejected(store: Store, blobs: BlobStore) -> None:
     submit(store, 1, quorum=1)
     a, b = worker(store, "1"), worker(store, "2")
     (lease,) = claim(store, a, 1)
-    o = report(store, validator(store), b, lease.lease, "x")
+    o = report(store, validator(store, blobs), b, lease.lease, "x")
     assert o.rejected and "not held by you" in o.rejected[0][1]
 
 
-def test_late_result_is_checked_against_the_canonical_one(store: Store) -> None:
+def test_late_result_is_checked_against_the_canonical_one(store: Store, blobs: BlobStore) -> None:
     submit(store, 1, quorum=2, max_replicas=3)
     a, b, c = worker(store, "1"), worker(store, "2"), worker(store, "3")
-    v = validator(store)
+    v = validator(store, blobs)
     (la,), (lb,) = claim(store, a, 1), claim(store, b, 1)
     report(store, v, a, la.lease, "x")
     report(store, v, b, lb.lease, "y")
@@ -174,7 +184,9 @@ def test_late_result_is_checked_against_the_canonical_one(store: Store) -> None:
     assert store.tx(workers_q.get, b)["invalid"] == 1
 
 
-def test_two_colluding_saboteurs_win_a_quorum_two_unit_by_the_check_set_rule(store: Store) -> None:
+def test_two_colluding_saboteurs_win_a_quorum_two_unit_by_the_check_set_rule(
+    store: Store, blobs: BlobStore
+) -> None:
     """Expected, and why: check_set accepts the first result that agrees with `quorum` results.
     Two saboteurs that return the same wrong answer before the honest worker form that quorum,
     so the wrong answer is canonical and the honest late result is judged invalid against it.
@@ -182,7 +194,7 @@ def test_two_colluding_saboteurs_win_a_quorum_two_unit_by_the_check_set_rule(sto
     or a verifier (matmul's Freivalds check)."""
     job = submit(store, 1, quorum=2, max_replicas=3, deadline_s=0.05)
     s1, s2, honest = worker(store, "1"), worker(store, "2"), worker(store, "3")
-    v = validator(store)
+    v = validator(store, blobs)
     (l1,), (l3,) = claim(store, s1, 1), claim(store, honest, 1)
     time.sleep(0.1)  # both leases pass their deadline; the unit is reissued to s2
     store.tx(leases_q.expire, time.time())
@@ -196,12 +208,14 @@ def test_two_colluding_saboteurs_win_a_quorum_two_unit_by_the_check_set_rule(sto
     assert store.tx(workers_q.get, s1)["valid"] == 1
 
 
-def test_an_honest_majority_outvotes_two_colluders_when_it_returns_first(store: Store) -> None:
+def test_an_honest_majority_outvotes_two_colluders_when_it_returns_first(
+    store: Store, blobs: BlobStore
+) -> None:
     """The same rule with the honest pair first: the right answer is canonical and both
     saboteurs' results are invalid."""
     job = submit(store, 1, quorum=2, max_replicas=4)
     h1, s1, h2 = worker(store, "1"), worker(store, "2"), worker(store, "3")
-    v = validator(store)
+    v = validator(store, blobs)
     (a,), (b,) = claim(store, h1, 1), claim(store, s1, 1)
     report(store, v, h1, a.lease, "right")
     report(store, v, s1, b.lease, "wrong")

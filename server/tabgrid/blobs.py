@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,16 +30,22 @@ def check_digest(digest: str) -> str:
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
         self._tmp = root / "tmp"
-        self._tmp.mkdir(exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        for i in range(256):  # made once, so the result path never checks for them
+            (root / f"{i:02x}").mkdir(exist_ok=True)
+        self._root = str(root)
 
     def path(self, digest: str) -> Path:
         check_digest(digest)
         return self.root / digest[:2] / digest
 
+    def _fast_path(self, digest: str) -> str:
+        check_digest(digest)
+        return f"{self._root}/{digest[:2]}/{digest}"
+
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        return os.path.exists(self._fast_path(digest))
 
     def size(self, digest: str) -> int:
         return self.path(digest).stat().st_size
@@ -53,9 +60,16 @@ class BlobStore:
         actual = digest_of(data)
         if digest is not None and digest != actual:
             raise BlobError(f"the bytes hash to {actual}, not {digest}")
-        target = self.path(actual)
-        if not target.exists():
-            self._commit(target, lambda f: f.write(data))
+        target = self._fast_path(actual)
+        if not os.path.exists(target):
+            # Write then rename: a reader never sees half a blob, a crash leaves no torn file.
+            tmp = f"{target}.{threading.get_ident()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
         return actual
 
     async def put_stream(self, chunks: AsyncIterator[bytes], digest: str, limit: int) -> bool:
@@ -76,7 +90,6 @@ class BlobStore:
                 raise BlobError(f"the bytes hash to {h.hexdigest()}, not {digest}")
             if target.exists():
                 return False
-            target.parent.mkdir(exist_ok=True)
             os.replace(tmp, target)
             return True
         finally:
@@ -85,15 +98,3 @@ class BlobStore:
 
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
-
-    def _commit(self, target: Path, write) -> None:  # type: ignore[no-untyped-def]
-        # Write then rename, so a reader never sees half a blob and a crash leaves no torn file.
-        target.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._tmp)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)

@@ -11,13 +11,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-import numpy as np
 from sqlalchemy import Connection, func, select
 
 from tabgrid import kernels
-from tabgrid.blobs import BlobError, BlobStore, digest_of
+from tabgrid.blobs import BlobStore, digest_of
 from tabgrid.protocol import (
     Cancel,
     CoordinatorMessage,
@@ -69,7 +68,7 @@ class Scheduler:
         self._starving: set[str] = set()  # workers the last claim could not fill
         self._wake = asyncio.Event()
         self._contexts: dict[int, JobContext] = {}
-        self.validator = Validator(self._context, self._load, blobs.has)
+        self.validator = Validator(self._context, blobs)
 
     # ---- called by the gateway and the API -----------------------------------------------
 
@@ -176,7 +175,7 @@ class Scheduler:
         now: float,
     ) -> _TickResult:
         outcome = (
-            self.validator.record(conn, self._store_inline(batch), now) if batch else Outcome()
+            self.validator.record(conn, self._check_inline(batch), now) if batch else Outcome()
         )
         res = _TickResult(outcome)
         distinct = self.settings.distinct_addresses
@@ -239,20 +238,20 @@ class Scheduler:
 
     # ---- helpers for the validator (run on the DB thread) ---------------------------------
 
-    def _store_inline(self, batch: list[Incoming]) -> list[Incoming]:
-        """Writes inline outputs to the blob store; a digest that lies turns into an error."""
+    def _check_inline(self, batch: list[Incoming]) -> list[Incoming]:
+        """An inline output whose bytes do not hash to its digest turns its result into an
+        error. The validator stores the bytes it keeps."""
         out = []
         for inc in batch:
             item = inc.item
-            try:
-                for name, o in (item.outputs or {}).items():
-                    if o.data is not None:
-                        if digest_of(o.data) != o.digest:
-                            raise BlobError(f"inline output {name!r} does not hash to its digest")
-                        if not self.blobs.has(o.digest):
-                            self.blobs.put(o.data, o.digest)
-            except BlobError as e:
-                item = ResultItem(lease=item.lease, error=str(e), elapsed_ms=item.elapsed_ms)
+            liars = [
+                name
+                for name, o in (item.outputs or {}).items()
+                if o.data is not None and digest_of(o.data) != o.digest
+            ]
+            if liars:
+                error = f"inline output {liars[0]!r} does not hash to its digest"
+                item = ResultItem(lease=item.lease, error=error, elapsed_ms=item.elapsed_ms)
             out.append(Incoming(inc.worker, item))
         return out
 
@@ -265,11 +264,6 @@ class Scheduler:
             ctx = JobContext(kernels.get(row.kernel), row.policy, row.params, row.inputs)
             self._contexts[job_id] = ctx
         return ctx
-
-    def _load(self, digest: str, dtype: str, shape: list[int]) -> Any:
-        return np.frombuffer(
-            self.blobs.read(digest), dtype=np.dtype(dtype).newbyteorder("<")
-        ).reshape(shape)
 
 
 def idle_reason(conn: Connection, distinct: bool) -> str:

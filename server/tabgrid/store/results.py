@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
+from tabgrid.blobs import BlobStore
 from tabgrid.protocol import BlobRef, Output, Policy, ResultItem, Stats
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
 from tabgrid.store.leases import load_units, save_units
@@ -70,18 +71,20 @@ class _Tally:
 class Validator:
     """Records a batch of results; holds the per-job context cache and the array loader."""
 
-    def __init__(
-        self,
-        contexts: Callable[[Connection, int], JobContext],
-        load: Callable[[str, str, list[int]], Any],
-        has_blob: Callable[[str], bool],
-    ) -> None:
+    def __init__(self, contexts: Callable[[Connection, int], JobContext], blobs: BlobStore) -> None:
         self._contexts = contexts
-        self._load = load  # (digest, dtype, shape) -> numpy array
-        self._has_blob = has_blob
+        self._blobs = blobs
+        self._inline: dict[str, bytes] = {}
 
     def record(self, conn: Connection, batch: list[Incoming], now: float) -> Outcome:
+        """Inline outputs must have been checked against their digests (check_inline)."""
         out = Outcome()
+        self._inline = {
+            o.digest: o.data
+            for inc in batch
+            for o in (inc.item.outputs or {}).values()
+            if o.data is not None
+        }
         accepted = self._accept(conn, batch, out)
         if not accepted:
             return out
@@ -90,9 +93,11 @@ class Validator:
         updates = [self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted]
         _save_replicas(conn, updates, now)
         _reference_outputs(conn, accepted, now)
-        for u in units.values():
-            if not u.final or u.loaded_state == "done":
-                out.new_work |= self._validate(conn, u, tallies)
+        todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
+        batch_ = _Batch.load(conn, [u.id for u in todo])
+        for u in todo:
+            out.new_work |= self._validate(conn, u, batch_, tallies)
+        batch_.flush(conn)
         out.units_done = sum(
             1 for u in units.values() if u.state == "done" and u.loaded_state != "done"
         )
@@ -141,6 +146,8 @@ class Validator:
                 u.derive_state()
             return row | {"state": "error", "error": error}
         u.results += 1
+        if self._contexts(conn, u.job_id).policy.compare != "exact":
+            self._keep(inc.item.outputs or {})  # comparisons will read the bytes
         outputs = strip_data(inc.item.outputs or {})
         return row | {"state": "returned", "error": None, "outputs": dumps(outputs)}
 
@@ -149,19 +156,17 @@ class Validator:
             return item.error[:MAX_ERROR_TEXT] or "the worker reported an error without a message"
         if not item.outputs:
             return "the result carried no outputs"
-        missing = [k for k, o in item.outputs.items() if not self._has_blob(o.digest)]
+        missing = [
+            k for k, o in item.outputs.items() if o.data is None and not self._blobs.has(o.digest)
+        ]
         if missing:
             return f"output blob(s) {', '.join(missing)} were neither inline nor uploaded"
         return None
 
-    def _validate(self, conn: Connection, u: UnitRow, tallies: dict[str, _Tally]) -> bool:
+    def _validate(self, conn: Connection, u: UnitRow, b: _Batch, tallies: dict) -> bool:
         """Decides what it can about one unit; True when the unit now wants another replica."""
         ctx = self._contexts(conn, u.job_id)
-        reps = conn.execute(
-            select(R.c.id, R.c.worker_id, R.c.state, R.c.outputs)
-            .where(R.c.unit_id == u.id, R.c.state.in_(("returned", "valid")))
-            .order_by(R.c.returned_at, R.c.id)
-        ).all()
+        reps = b.replicas.get(u.id, [])
         fresh = [Candidate(rid, loads_outputs(o)) for rid, _, st, o in reps if st == "returned"]
         owner = {rid: wid for rid, wid, _, _ in reps}
         if not fresh:
@@ -171,20 +176,20 @@ class Validator:
             canon = loads_outputs(u.outputs or "{}")
             valid = [c.replica_id for c in fresh if agree(canon, c.outputs)]
             invalid = [c.replica_id for c in fresh if c.replica_id not in valid]
-            self._judge(conn, u, ctx, valid, invalid, owner, tallies)
+            self._judge(b, u, ctx, valid, invalid, owner, tallies)
             return False
         if ctx.policy.quorum == 1 and can_verify(ctx.kernel):
-            return self._verify(conn, u, ctx, fresh, owner, tallies)
+            return self._verify(b, u, ctx, fresh, owner, tallies)
         verdict = check_set(fresh, ctx.policy.quorum, agree)
         if verdict.canonical is not None:
             canon = next(c for c in fresh if c.replica_id == verdict.canonical)
             self._accept_canonical(u, canon)
-            self._judge(conn, u, ctx, verdict.valid, verdict.invalid, owner, tallies)
+            self._judge(b, u, ctx, verdict.valid, verdict.invalid, owner, tallies)
             return False
         return self._ask_more(u, ctx.policy, len(fresh))
 
-    def _verify(self, conn, u, ctx, fresh, owner, tallies) -> bool:  # type: ignore[no-untyped-def]
-        params, refs = _unit_spec(conn, u.id, ctx)
+    def _verify(self, b, u, ctx, fresh, owner, tallies) -> bool:  # type: ignore[no-untyped-def]
+        params, refs = b.spec(u.id, ctx)
         inputs = {k: self._array_ref(ref) for k, ref in refs.items()}
         invalid = []
         for cand in fresh:
@@ -192,10 +197,10 @@ class Validator:
             if verify_single(ctx.kernel, params, inputs, outs):
                 self._accept_canonical(u, cand)
                 rest = [c.replica_id for c in fresh if c is not cand]
-                self._judge(conn, u, ctx, [cand.replica_id], invalid + rest, owner, tallies)
+                self._judge(b, u, ctx, [cand.replica_id], invalid + rest, owner, tallies)
                 return False
             invalid.append(cand.replica_id)
-        self._judge(conn, u, ctx, [], invalid, owner, tallies)
+        self._judge(b, u, ctx, [], invalid, owner, tallies)
         u.results -= len(invalid)
         return self._ask_more(u, ctx.policy, 0)
 
@@ -211,19 +216,20 @@ class Validator:
         return asked
 
     def _accept_canonical(self, u: UnitRow, canon: Candidate) -> None:
+        # Under exact comparison only the canonical bytes are stored: an agreeing result in this
+        # batch carried them (same digest), or they were uploaded as a blob.
+        self._keep(canon.outputs)
         u.canonical_id = canon.replica_id
         u.outputs = dumps(canon.outputs)
         u.state = "done"
         u.want = 0
 
-    def _judge(self, conn, u, ctx, valid, invalid, owner, tallies) -> None:  # type: ignore[no-untyped-def]
-        if valid:
-            conn.execute(update(R).where(R.c.id.in_(valid)).values(state="valid"))
-        if invalid:
-            conn.execute(update(R).where(R.c.id.in_(invalid)).values(state="invalid"))
+    def _judge(self, b, u, ctx, valid, invalid, owner, tallies) -> None:  # type: ignore[no-untyped-def]
+        b.valid += valid
+        b.invalid += invalid
         gflop = 0.0
         if valid:
-            params, refs = _unit_spec(conn, u.id, ctx)
+            params, refs = b.spec(u.id, ctx)
             shapes = {k: (r.dtype, tuple(r.shape)) for k, r in refs.items()}
             gflop = credit(ctx.kernel, params, shapes)
         for rid in valid:
@@ -236,17 +242,62 @@ class Validator:
             t.invalid += 1
             t.events.append(False)
 
+    def _keep(self, outputs: dict[str, Output]) -> None:
+        for o in outputs.values():
+            data = self._inline.get(o.digest)
+            if data is not None:
+                self._blobs.put(data, o.digest)
+
     def _array(self, o: Output) -> Any:
         return self._load(o.digest, o.dtype, o.shape)
 
     def _array_ref(self, ref: BlobRef) -> Any:
         return self._load(ref.digest, ref.dtype, ref.shape)
 
+    def _load(self, digest: str, dtype: str, shape: list[int]) -> Any:
+        import numpy as np
 
-def _unit_spec(conn: Connection, unit_id: int, ctx: JobContext) -> tuple[dict, dict[str, BlobRef]]:
-    """The unit's merged params and inputs: the job's, overridden by the unit's own."""
-    params, inputs = conn.execute(select(U.c.params, U.c.inputs).where(U.c.id == unit_id)).one()
-    return ctx.params | loads(params), ctx.inputs | loads_inputs(inputs)
+        data = self._inline.get(digest)
+        if data is None:
+            data = self._blobs.read(digest)
+        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+
+
+@dataclass
+class _Batch:
+    """What validating a batch of units reads, in one query each, and the verdicts it writes."""
+
+    replicas: dict[int, list]
+    specs: dict[int, tuple[str, str]]
+    valid: list[int] = field(default_factory=list)
+    invalid: list[int] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, conn: Connection, unit_ids: list[int]) -> _Batch:
+        replicas: dict[int, list] = {}
+        specs: dict[int, tuple[str, str]] = {}
+        if unit_ids:
+            q = (
+                select(R.c.unit_id, R.c.id, R.c.worker_id, R.c.state, R.c.outputs)
+                .where(R.c.unit_id.in_(unit_ids), R.c.state.in_(("returned", "valid")))
+                .order_by(R.c.returned_at, R.c.id)
+            )
+            for unit_id, *rest in conn.execute(q):
+                replicas.setdefault(unit_id, []).append(rest)
+            q2 = select(U.c.id, U.c.params, U.c.inputs).where(U.c.id.in_(unit_ids))
+            specs = {uid: (p, i) for uid, p, i in conn.execute(q2)}
+        return cls(replicas, specs)
+
+    def spec(self, unit_id: int, ctx: JobContext) -> tuple[dict, dict[str, BlobRef]]:
+        """The unit's merged params and inputs: the job's, overridden by the unit's own."""
+        params, inputs = self.specs[unit_id]
+        return ctx.params | loads(params), ctx.inputs | loads_inputs(inputs)
+
+    def flush(self, conn: Connection) -> None:
+        if self.valid:
+            conn.execute(update(R).where(R.c.id.in_(self.valid)).values(state="valid"))
+        if self.invalid:
+            conn.execute(update(R).where(R.c.id.in_(self.invalid)).values(state="invalid"))
 
 
 def _live_replicas(conn: Connection, released: list[dict]) -> set[tuple[int, str]]:
