@@ -14,6 +14,7 @@ from tabgrid import auth
 from tabgrid.blobs import DIGEST, BlobError
 from tabgrid.httpio import bounded, json_response, services
 from tabgrid.problems import ProblemError, bad_request, not_found
+from tabgrid.store import blob_rows
 from tabgrid.store.sql import insert_ignore
 from tabgrid.store.tables import Blob
 
@@ -61,9 +62,12 @@ def _register(conn: Connection, digest: str, size: int, now: float) -> None:
 
 async def get_blob(request: Request) -> Response:
     digest = _digest(request)
-    path = services(request).blobs.path(digest)
-    if not path.is_file():
+    svc = services(request)
+    path = svc.blobs.path(digest)
+    headers = {"Cache-Control": IMMUTABLE}
+    if path.is_file():
+        return FileResponse(path, media_type="application/octet-stream", headers=headers)
+    data = await svc.store.run(blob_rows.read, digest)  # small validated outputs
+    if data is None:
         raise not_found(f"blob {digest} is not stored here; upload it with PUT first")
-    return FileResponse(
-        path, media_type="application/octet-stream", headers={"Cache-Control": IMMUTABLE}
-    )
+    return Response(data, media_type="application/octet-stream", headers=headers)

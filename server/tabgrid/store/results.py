@@ -11,6 +11,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 
 from tabgrid.blobs import BlobStore
 from tabgrid.protocol import BlobRef, Output, Policy, ResultItem, Stats
+from tabgrid.store import blob_rows
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
 from tabgrid.store.leases import load_units, save_units
 from tabgrid.store.sql import insert_ignore
@@ -74,17 +75,21 @@ class Validator:
     def __init__(self, contexts: Callable[[Connection, int], JobContext], blobs: BlobStore) -> None:
         self._contexts = contexts
         self._blobs = blobs
-        self._inline: dict[str, bytes] = {}
+        self._inline: dict[str, bytes] = {}  # inline outputs of the batch being recorded
+        self._kept: dict[str, bytes] = {}  # of those, the ones to store
+        self._conn: Connection | None = None
 
     def record(self, conn: Connection, batch: list[Incoming], now: float) -> Outcome:
         """Inline outputs must have been checked against their digests (check_inline)."""
         out = Outcome()
+        self._conn = conn
         self._inline = {
             o.digest: o.data
             for inc in batch
             for o in (inc.item.outputs or {}).values()
             if o.data is not None
         }
+        self._kept = {}
         accepted = self._accept(conn, batch, out)
         if not accepted:
             return out
@@ -92,12 +97,13 @@ class Validator:
         tallies: dict[str, _Tally] = {}
         updates = [self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted]
         _save_replicas(conn, updates, now)
-        _reference_outputs(conn, accepted, now)
+        _reference_outputs(conn, accepted)
         todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
         batch_ = _Batch.load(conn, [u.id for u in todo])
         for u in todo:
             out.new_work |= self._validate(conn, u, batch_, tallies)
         batch_.flush(conn)
+        blob_rows.keep(conn, self._kept, now)
         out.units_done = sum(
             1 for u in units.values() if u.state == "done" and u.loaded_state != "done"
         )
@@ -246,7 +252,7 @@ class Validator:
         for o in outputs.values():
             data = self._inline.get(o.digest)
             if data is not None:
-                self._blobs.put(data, o.digest)
+                self._kept[o.digest] = data
 
     def _array(self, o: Output) -> Any:
         return self._load(o.digest, o.dtype, o.shape)
@@ -258,6 +264,8 @@ class Validator:
         import numpy as np
 
         data = self._inline.get(digest)
+        if data is None and self._conn is not None:
+            data = blob_rows.read(self._conn, digest)
         if data is None:
             data = self._blobs.read(digest)
         return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
@@ -309,16 +317,14 @@ def _live_replicas(conn: Connection, released: list[dict]) -> set[tuple[int, str
     return {(u, w) for u, w in conn.execute(q)}
 
 
-def _reference_outputs(conn: Connection, accepted: list[tuple[Incoming, dict]], now: float) -> None:
+def _reference_outputs(conn: Connection, accepted: list[tuple[Incoming, dict]]) -> None:
     """Output blobs belong to their job too, so retiring the job frees them."""
-    refs, blobs = set(), {}
-    for inc, rep in accepted:
-        for o in (inc.item.outputs or {}).values():
-            refs.add((o.digest, rep["job_id"]))
-            if o.data is not None:
-                blobs[o.digest] = len(o.data)
+    refs = {
+        (o.digest, rep["job_id"])
+        for inc, rep in accepted
+        for o in (inc.item.outputs or {}).values()
+    }
     insert_ignore(conn, REFS, [{"digest": d, "job_id": j} for d, j in refs])
-    insert_ignore(conn, B, [{"digest": d, "size": n, "created_at": now} for d, n in blobs.items()])
 
 
 def _save_replicas(conn: Connection, rows: list[dict], now: float) -> None:

@@ -113,10 +113,14 @@ class Worker(SQLModel, table=True):
 
 
 class Blob(SQLModel, table=True):
+    """Every stored blob. Small outputs keep their bytes here (`data`), in the transaction that
+    validates them: creating a file costs far more than a row. The rest live in files."""
+
     __tablename__ = "blobs"
     digest: str = Field(primary_key=True)
     size: int
     created_at: float
+    data: bytes | None = None
 
 
 class BlobUse(SQLModel, table=True):
