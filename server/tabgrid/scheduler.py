@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from tabgrid import kernels
 from tabgrid.blobs import BlobStore, digest_of
@@ -272,7 +272,7 @@ def idle_reason(conn: Connection, distinct: bool) -> str:
     waiting = conn.execute(
         select(func.count())
         .select_from(U.join(J, U.c.job_id == J.c.id))
-        .where(J.c.state == "running", U.c.want > 0)
+        .where(J.c.state == "running", text("units.want > 0"))  # literal: the partial index
     ).scalar_one()
     if not waiting:
         return "no work is queued right now; units will come as soon as a job is submitted"

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import Connection, and_, bindparam, case, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, case, insert, select, text, update
 
 from tabgrid.protocol import BlobRef, Policy
 from tabgrid.store.codec import loads, loads_inputs
@@ -120,7 +120,8 @@ def release_leases(conn: Connection, lease_ids: list[int], now: float) -> int:
 
 def expire(conn: Connection, now: float) -> int:
     """Releases leases whose deadline passed."""
-    return _release(conn, and_(R.c.state == "leased", R.c.deadline < now), now)
+    # The literal (not a bound parameter) lets SQLite use the partial index on live leases.
+    return _release(conn, and_(text("replicas.state = 'leased'"), R.c.deadline < now), now)
 
 
 def shorten_deadlines(conn: Connection, deadline: float) -> int:

@@ -76,7 +76,14 @@ class Replica(SQLModel, table=True):
     __table_args__ = (
         Index("replicas_unit", "unit_id"),
         Index("replicas_worker_state", "worker_id", "state"),
-        Index("replicas_state_deadline", "state", "deadline"),
+        # Only live leases have a deadline that matters; a partial index keeps the planner
+        # from walking every replica by state.
+        Index(
+            "replicas_leased_deadline",
+            "deadline",
+            sqlite_where=text("state = 'leased'"),
+            postgresql_where=text("state = 'leased'"),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     unit_id: int = Field(foreign_key="units.id")
