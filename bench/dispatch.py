@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT / "server"), str(ROOT)]
 from tests.integration.harness import Coordinator, WorkerProcess, _env, free_port  # noqa: E402
 
 from tabgrid.client import Client  # noqa: E402
-from tabgrid.store import Store  # noqa: E402
+from tabgrid.store import issue_token  # noqa: E402
 
 
 def wait_done(client: Client, job: int, timeout: float) -> float:
@@ -40,7 +40,7 @@ def wait_done(client: Client, job: int, timeout: float) -> float:
 
 def dispatch_rate(tmp: Path, workers: int, units: int, concurrency: int) -> float:
     db = f"sqlite:///{tmp / 'tabgrid.db'}"
-    _, token = Store(db).create_token("submitter", "bench")
+    token = issue_token(db, "submitter", "bench")
     coord = Coordinator(db, tmp, "--allow-same-address").start()
     procs = [
         WorkerProcess(coord.url, tmp / f"worker{i}.log", concurrency=concurrency)

@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT / "server"), str(ROOT)]
 from tests.integration.harness import Coordinator  # noqa: E402
 
 from tabgrid.protocol import JobSubmit, Policy, UnitSpec  # noqa: E402
-from tabgrid.store import Store  # noqa: E402
+from tabgrid.store import Store, issue_token  # noqa: E402
 from tabgrid.store.codec import dumps  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def api_rate(n: int, tmp: Path) -> float:
     data = tmp / "api"
     data.mkdir()
     db = f"sqlite:///{data / 'tabgrid.db'}"
-    _, token = Store(db).create_token("submitter", "bench")
+    token = issue_token(db, "submitter", "bench")
     coord = Coordinator(db, data).start()
     try:
         body = msgspec.json.encode(

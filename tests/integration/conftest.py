@@ -8,7 +8,7 @@ import pytest
 
 from integration.harness import Coordinator, WorkerProcess
 from tabgrid.client import Client
-from tabgrid.store import Store
+from tabgrid.store import issue_token
 
 
 class Cluster:
@@ -18,7 +18,7 @@ class Cluster:
         self.db, self.data = db, data
         self.coordinator = Coordinator(db, data, "--allow-same-address")
         self.workers: list[WorkerProcess] = []
-        _, self.token = Store(db).create_token("submitter", "tests")
+        self.token = issue_token(db, "submitter", "tests")
 
     @property
     def url(self) -> str:

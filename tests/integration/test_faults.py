@@ -116,3 +116,23 @@ def test_coordinator_killed_mid_job_loses_nothing(cluster) -> None:  # type: ign
         assert np.array_equal(results[i]["digest"], out["digest"]), "a validated result changed"
     for i in range(0, n, 97):
         assert np.array_equal(results[i]["digest"], expected_checksum(i))
+
+
+def test_oversized_websocket_frame_closes_that_socket_only(cluster) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import httpx
+    import websockets
+
+    async def send_huge() -> int | None:
+        url = cluster.url.replace("http", "ws") + "/api/v1/worker"
+        async with websockets.connect(url, max_size=None) as ws:
+            await ws.send("x" * (8 << 20))
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+            except websockets.ConnectionClosed as e:
+                return e.rcvd.code if e.rcvd else None
+        return None
+
+    assert asyncio.run(send_huge()) == 1009  # "message too big"
+    assert httpx.get(cluster.url + "/healthz").status_code == 200

@@ -52,14 +52,17 @@ def test_matmul_and_mandelbrot_jobs_validate_and_assemble(cluster) -> None:  # t
         mm = client.submit(
             "matmul", units, policy={"quorum": 2, "compare": "allclose", "rtol": 1e-4, "atol": 1e-4}
         )
-        mb = client.submit("mandelbrot", tiles, policy={"quorum": 2})
+        mb = client.submit("mandelbrot", tiles, policy={"quorum": 2, "compare": "kernel"})
         assert client.wait(mm.id, progress=False, timeout=300).state == "done"
         assert client.wait(mb.id, progress=False, timeout=300).state == "done"
         c = assemble(client.results(mm.id))
         np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
         image = assemble_mandelbrot(client.results(mb.id), 96, 64, 32)
         expected = assemble_mandelbrot(mandelbrot_reference(tiles), 96, 64, 32)
-        assert np.array_equal(image, expected)
+        # f32 on a GPU and numpy may disagree on a few boundary pixels: the kernel's own
+        # comparison bounds how many (see kernels/mandelbrot.py)
+        assert kernels.get("mandelbrot").compare({"iters": image}, {"iters": expected})
+        assert (image != expected).mean() < 0.01
         assert all(u.replicas >= 2 for u in client.units(mm.id))
 
 

@@ -24,4 +24,13 @@ def open_store(url: str) -> Store:
     return Store(url)
 
 
-__all__ = ["Db", "Store", "open_store"]
+def issue_token(url: str, role: str, name: str = "") -> str:
+    """Creates a token in the database at `url` and returns its secret (shown only once)."""
+    store = Store(url)
+    try:
+        return store.create_token(role, name)[1]
+    finally:
+        store.close()
+
+
+__all__ = ["Db", "Store", "issue_token", "open_store"]

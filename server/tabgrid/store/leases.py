@@ -134,7 +134,10 @@ def shorten_deadlines(conn: Connection, deadline: float) -> int:
 
 
 def _release(conn: Connection, where, now: float) -> int:  # type: ignore[no-untyped-def]
-    freed = conn.execute(select(R.c.id, R.c.unit_id).where(where)).all()
+    # Row locks (PostgreSQL; SQLite serializes writers anyway) taken replicas first, then
+    # units, each in id order, the same as the result path: no lost update, no deadlock.
+    q = select(R.c.id, R.c.unit_id).where(where).order_by(R.c.id).with_for_update()
+    freed = conn.execute(q).all()
     if not freed:
         return 0
     ids = [r[0] for r in freed]
@@ -164,8 +167,8 @@ def load_units(conn: Connection, ids: Iterable[int]) -> list[UnitRow]:
         U.c[name] for name in UnitRow.__dataclass_fields__ if name not in ("id", "loaded_state")
     ]
     out: list[UnitRow] = []
-    for chunk in _chunks(list(ids)):
-        q = select(U.c.id, *cols).where(U.c.id.in_(chunk))
+    for chunk in _chunks(sorted(ids)):
+        q = select(U.c.id, *cols).where(U.c.id.in_(chunk)).order_by(U.c.id).with_for_update()
         out += [UnitRow(**r) for r in conn.execute(q).mappings()]
     return out
 

@@ -115,7 +115,8 @@ class Validator:
         self, conn: Connection, batch: list[Incoming], out: Outcome
     ) -> list[tuple[Incoming, dict]]:
         ids = [inc.item.lease for inc in batch]
-        reps = {r["id"]: dict(r) for r in conn.execute(select(R).where(R.c.id.in_(ids))).mappings()}
+        q = select(R).where(R.c.id.in_(ids)).order_by(R.c.id).with_for_update()
+        reps = {r["id"]: dict(r) for r in conn.execute(q).mappings()}
         live = _live_replicas(conn, [r for r in reps.values() if r["state"] == "released"])
         accepted, seen = [], set()
         for inc in batch:
