@@ -61,9 +61,9 @@ def bare_rate(n: int, tmp: Path) -> float:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     con.execute(
-        "INSERT INTO jobs (kernel, params, inputs, policy, state, priority, n_units, open_units,"
-        " done_units, failed_units, created_at, updated_at) VALUES"
-        " ('checksum', '{}', '{}', '{}', 'running', 0, ?, ?, 0, 0, 0, 0)",
+        "INSERT INTO jobs (name, kernel, params, inputs, policy, state, priority, n_units,"
+        " open_units, done_units, failed_units, created_at, updated_at) VALUES"
+        " ('', 'checksum', '{}', '{}', '{}', 'running', 0, ?, ?, 0, 0, 0, 0)",
         (n, n),
     )
     rows = [(1, i, dumps({"i": i}), "{}", "pending", 2, 0, 0, 0, 0.0) for i in range(n)]
