@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from tabgrid.blobs import BlobStore
 from tabgrid.scheduler import Scheduler
 from tabgrid.settings import Settings
-from tabgrid.store import Store
+from tabgrid.store import Store, notify
 
 log = logging.getLogger("tabgrid")
 
@@ -44,6 +44,9 @@ def create_app(settings: Settings) -> Starlette:
             _supervised(services.scheduler.run(), "scheduler"),
             _supervised(services.scheduler.sweep(), "lease sweeper"),
         ]
+        if store.is_postgres:
+            wake = services.scheduler.poke
+            tasks.append(_supervised(notify.listen(settings.db, wake), "notification listener"))
         await services.scheduler.start()
         try:
             yield

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from tabgrid.protocol import BlobRef as BlobRefMsg
 from tabgrid.protocol import JobStatus, JobSubmit, Output, Policy, UnitCounts, UnitInfo
+from tabgrid.store.notify import announce
 from tabgrid.store.codec import dumps, loads_inputs, loads_outputs
 from tabgrid.store.sql import insert_ignore
 from tabgrid.store.tables import BlobUse, Job, Replica, Unit
@@ -72,6 +73,7 @@ def create_job(conn: Connection, owner_id: int | None, submit: JobSubmit, now: f
     ]
     conn.execute(insert(U), rows)
     insert_ignore(conn, REFS, [{"digest": d, "job_id": job_id} for d in input_digests(submit)])
+    announce(conn)
     return job_id
 
 
