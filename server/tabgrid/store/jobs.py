@@ -10,8 +10,8 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from tabgrid.protocol import BlobRef as BlobRefMsg
 from tabgrid.protocol import JobStatus, JobSubmit, Output, Policy, UnitCounts, UnitInfo
-from tabgrid.store.notify import announce
 from tabgrid.store.codec import dumps, loads_inputs, loads_outputs
+from tabgrid.store.notify import announce
 from tabgrid.store.sql import insert_ignore
 from tabgrid.store.tables import BlobUse, Job, Replica, Unit
 
