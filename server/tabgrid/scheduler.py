@@ -252,7 +252,8 @@ class Scheduler:
             if liars:
                 error = f"inline output {liars[0]!r} does not hash to its digest"
                 item = ResultItem(lease=item.lease, error=error, elapsed_ms=item.elapsed_ms)
-            out.append(Incoming(inc.worker, item))
+                inc = Incoming(inc.worker, item)
+            out.append(inc)
         return out
 
     def _context(self, conn: Connection, job_id: int) -> JobContext:

@@ -6,11 +6,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import Connection, and_, bindparam, case, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Float,
+    String,
+    and_,
+    bindparam,
+    case,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 
 from tabgrid.protocol import BlobRef, Policy
 from tabgrid.store.codec import loads, loads_inputs
-from tabgrid.store.sql import claim_unit_ids
+from tabgrid.store.sql import Many, claim_unit_ids
 from tabgrid.store.tables import Job, Replica, Unit
 from tabgrid.store.units import FINAL, UnitRow
 
@@ -32,17 +44,55 @@ class Claimed:
     deadline: float
 
 
+# The hot statements are built once: building and cache-keying a statement costs more than
+# running it, and an expanding IN parameter spares coercing every id into its own bind.
+_JOBS = (
+    select(J.c.id, J.c.policy, J.c.started_at)
+    .where(J.c.state == "running", J.c.open_units > 0)
+    .order_by(J.c.priority.desc(), J.c.id)
+)
+_ISSUE = (
+    update(U)
+    .where(U.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        want=U.c.want - 1,
+        issued=U.c.issued + 1,
+        inflight=U.c.inflight + 1,
+        state="running",
+        updated_at=bindparam("now", type_=Float),
+    )
+    .returning(U.c.id, U.c.idx, U.c.params, U.c.inputs)
+)
+# One INSERT ... SELECT makes every replica of a claim, whatever the count.
+_REPLICATE = (
+    insert(R)
+    .from_select(
+        ["unit_id", "job_id", "worker_id", "client_addr", "state", "deadline", "created_at"],
+        select(
+            U.c.id,
+            U.c.job_id,
+            bindparam("worker", type_=String),
+            bindparam("addr", type_=String),
+            literal("leased", String),
+            bindparam("deadline", type_=Float),
+            bindparam("now", type_=Float),
+        )
+        .where(U.c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(U.c.id),
+    )
+    .returning(R.c.id, R.c.unit_id)
+)
+_START = (
+    update(J).where(J.c.id == bindparam("job")).values(started_at=bindparam("now", type_=Float))
+)
+
+
 def claim(
     conn: Connection, worker: str, addr: str, n: int, distinct: bool, now: float
 ) -> list[Claimed]:
     """Leases up to n units to one worker, highest priority job first."""
     out: list[Claimed] = []
-    jobs = conn.execute(
-        select(J.c.id, J.c.policy, J.c.started_at)
-        .where(J.c.state == "running", J.c.open_units > 0)
-        .order_by(J.c.priority.desc(), J.c.id)
-    ).all()
-    for job_id, policy_text, started in jobs:
+    for job_id, policy_text, started in conn.execute(_JOBS).all():
         if len(out) >= n:
             break
         ids = claim_unit_ids(conn, job_id, worker, addr, distinct, n - len(out))
@@ -50,7 +100,7 @@ def claim(
             deadline = now + _policy.decode(policy_text).deadline_s
             out += _lease(conn, job_id, ids, worker, addr, deadline, now)
             if started is None:
-                conn.execute(update(J).where(J.c.id == job_id).values(started_at=now))
+                conn.execute(_START, {"job": job_id, "now": now})
     return out
 
 
@@ -63,38 +113,9 @@ def _lease(
     deadline: float,
     now: float,
 ) -> list[Claimed]:
-    conn.execute(
-        update(U)
-        .where(U.c.id.in_(ids))
-        .values(
-            want=U.c.want - 1,
-            issued=U.c.issued + 1,
-            inflight=U.c.inflight + 1,
-            state="running",
-            updated_at=now,
-        )
-    )
-    rows = [
-        {
-            "unit_id": uid,
-            "job_id": job_id,
-            "worker_id": worker,
-            "client_addr": addr,
-            "state": "leased",
-            "deadline": deadline,
-            "created_at": now,
-        }
-        for uid in ids
-    ]
-    leases = conn.execute(
-        insert(R).returning(R.c.id, R.c.unit_id, sort_by_parameter_order=True), rows
-    ).all()
-    units = {
-        r[0]: r
-        for r in conn.execute(
-            select(U.c.id, U.c.idx, U.c.params, U.c.inputs).where(U.c.id.in_(ids))
-        )
-    }
+    units = {r[0]: r for r in conn.execute(_ISSUE, {"ids": ids, "now": now}).all()}
+    params = {"ids": ids, "worker": worker, "addr": addr, "deadline": deadline, "now": now}
+    leases = sorted((r[0], r[1]) for r in conn.execute(_REPLICATE, params).all())
     return [
         Claimed(
             lease=lid,
@@ -162,27 +183,69 @@ def _release(conn: Connection, where, now: float) -> int:  # type: ignore[no-unt
     return len(ids)
 
 
+_FIXED = ("id", "job_id", "idx", "loaded_state")  # what UnitRow.values never writes
+_UNIT_COLS = [U.c[name] for name in UnitRow.__dataclass_fields__ if name != "loaded_state"]
+_LOAD = (
+    select(*_UNIT_COLS)
+    .where(U.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(U.c.id)
+    .with_for_update()
+)
+_LOAD_SPECS = (
+    select(*_UNIT_COLS, U.c.params, U.c.inputs)
+    .where(U.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(U.c.id)
+    .with_for_update()
+)
+_N_UNIT_COLS = len(_UNIT_COLS)
+_SAVED = [*(name for name in UnitRow.__dataclass_fields__ if name not in _FIXED), "updated_at"]
+_SAVE = Many(update(U).where(U.c.id == bindparam("b_id")).values({k: bindparam(k) for k in _SAVED}))
+_FINISH = (
+    update(J)
+    .where(J.c.id == bindparam("job"))
+    .values(
+        open_units=J.c.open_units - bindparam("ended"),
+        done_units=J.c.done_units + bindparam("done"),
+        failed_units=J.c.failed_units + bindparam("failed"),
+        updated_at=bindparam("now", type_=Float),
+    )
+)
+_CLOSE = (
+    update(J)
+    .where(J.c.id == bindparam("job"), J.c.open_units <= 0, J.c.state.in_(("running", "paused")))
+    .values(
+        state=case((J.c.failed_units > 0, "failed"), else_="done"),
+        finished_at=bindparam("now", type_=Float),
+    )
+)
+
+
 def load_units(conn: Connection, ids: Iterable[int]) -> list[UnitRow]:
-    cols = [
-        U.c[name] for name in UnitRow.__dataclass_fields__ if name not in ("id", "loaded_state")
-    ]
     out: list[UnitRow] = []
     for chunk in _chunks(sorted(ids)):
-        q = select(U.c.id, *cols).where(U.c.id.in_(chunk)).order_by(U.c.id).with_for_update()
-        out += [UnitRow(**r) for r in conn.execute(q).mappings()]
+        out += [UnitRow(*r) for r in conn.execute(_LOAD, {"ids": chunk}).all()]
     return out
+
+
+def load_units_and_specs(
+    conn: Connection, ids: Iterable[int]
+) -> tuple[list[UnitRow], dict[int, tuple[str, str]]]:
+    """The units, locked, and each one's own params and inputs (JSON text) beside them."""
+    out: list[UnitRow] = []
+    specs: dict[int, tuple[str, str]] = {}
+    n = _N_UNIT_COLS
+    for chunk in _chunks(sorted(ids)):
+        for r in conn.execute(_LOAD_SPECS, {"ids": chunk}).all():
+            out.append(UnitRow(*r[:n]))
+            specs[r[0]] = (r[n], r[n + 1])
+    return out, specs
 
 
 def save_units(conn: Connection, units: list[UnitRow], now: float) -> None:
     """Writes the units back, and folds the ones that just ended into their job's counters."""
     if not units:
         return
-    stmt = (
-        update(U)
-        .where(U.c.id == bindparam("b_id"))
-        .values({k: bindparam(k) for k in units[0].values(now)})
-    )
-    conn.execute(stmt, [{"b_id": u.id, **u.values(now)} for u in units])
+    _SAVE.run(conn, [{"b_id": u.id, **u.values(now)} for u in units])
     ended: dict[int, list[int]] = {}
     for u in units:
         if u.state in ("done", "failed") and u.loaded_state not in FINAL:
@@ -192,21 +255,9 @@ def save_units(conn: Connection, units: list[UnitRow], now: float) -> None:
 
 
 def _finish_units(conn: Connection, job_id: int, done: int, failed: int, now: float) -> None:
-    conn.execute(
-        update(J)
-        .where(J.c.id == job_id)
-        .values(
-            open_units=J.c.open_units - done - failed,
-            done_units=J.c.done_units + done,
-            failed_units=J.c.failed_units + failed,
-            updated_at=now,
-        )
-    )
-    conn.execute(
-        update(J)
-        .where(J.c.id == job_id, J.c.open_units <= 0, J.c.state.in_(("running", "paused")))
-        .values(state=case((J.c.failed_units > 0, "failed"), else_="done"), finished_at=now)
-    )
+    params = {"job": job_id, "ended": done + failed, "done": done, "failed": failed, "now": now}
+    conn.execute(_FINISH, params)
+    conn.execute(_CLOSE, {"job": job_id, "now": now})
 
 
 def job_policies(conn: Connection, job_ids: Iterable[int]) -> dict[int, Policy]:

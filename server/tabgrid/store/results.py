@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, Float, bindparam, func, select, update
 
 from tabgrid.blobs import BlobStore
 from tabgrid.protocol import BlobRef, Output, Policy, ResultItem, Stats
 from tabgrid.store import blob_rows
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
-from tabgrid.store.leases import load_units, save_units
-from tabgrid.store.sql import insert_ignore
+from tabgrid.store.leases import load_units_and_specs, save_units
+from tabgrid.store.sql import Many, insert_ignore
 from tabgrid.store.tables import Blob, BlobUse, Replica, Unit, Worker
 from tabgrid.store.units import UnitRow
 from tabgrid.validation import (
@@ -59,6 +60,16 @@ class Outcome:
     units_done: int = 0
 
 
+class _Held(NamedTuple):
+    """A replica a result names, as the result path reads it."""
+
+    id: int
+    unit_id: int
+    job_id: int
+    worker_id: str
+    state: str
+
+
 @dataclass
 class _Tally:
     results: int = 0
@@ -93,16 +104,18 @@ class Validator:
         accepted = self._accept(conn, batch, out)
         if not accepted:
             return out
-        units = {u.id: u for u in load_units(conn, {r["unit_id"] for _, r in accepted})}
+        loaded, specs = load_units_and_specs(conn, {rep.unit_id for _, rep in accepted})
+        units = {u.id: u for u in loaded}
         tallies: dict[str, _Tally] = {}
-        updates = [self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted]
-        _save_replicas(conn, updates, now)
+        updates = {rep.id: self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted}
         _reference_outputs(conn, accepted)
         todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
-        batch_ = _Batch.load(conn, [u.id for u in todo])
+        batch_ = _Batch.load(conn, [u.id for u in todo], specs, accepted, updates, now)
         for u in todo:
             out.new_work |= self._validate(conn, u, batch_, tallies)
-        batch_.flush(conn)
+        # Each replica of the batch is written once, verdict included; earlier ones are judged.
+        batch_.flush(conn, updates)
+        _save_replicas(conn, list(updates.values()), now)
         blob_rows.keep(conn, self._kept, now)
         out.units_done = sum(
             1 for u in units.values() if u.state == "done" and u.loaded_state != "done"
@@ -113,36 +126,35 @@ class Validator:
 
     def _accept(
         self, conn: Connection, batch: list[Incoming], out: Outcome
-    ) -> list[tuple[Incoming, dict]]:
+    ) -> list[tuple[Incoming, _Held]]:
         ids = [inc.item.lease for inc in batch]
-        q = select(R).where(R.c.id.in_(ids)).order_by(R.c.id).with_for_update()
-        reps = {r["id"]: dict(r) for r in conn.execute(q).mappings()}
-        live = _live_replicas(conn, [r for r in reps.values() if r["state"] == "released"])
+        reps = {r[0]: _Held._make(r) for r in conn.execute(_LEASES, {"ids": ids}).all()}
+        live = _live_replicas(conn, [r for r in reps.values() if r.state == "released"])
         accepted, seen = [], set()
         for inc in batch:
             rep = reps.get(inc.item.lease)
-            if rep is None or rep["worker_id"] != inc.worker:
+            if rep is None or rep.worker_id != inc.worker:
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} is not held by you"))
-            elif rep["state"] not in ("leased", "released") or rep["id"] in seen:
+            elif rep.state not in ("leased", "released") or rep.id in seen:
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} already has a result"))
-            elif rep["state"] == "released" and (rep["unit_id"], inc.worker) in live:
+            elif rep.state == "released" and (rep.unit_id, inc.worker) in live:
                 # The unit went to this worker again: only one of its results may count.
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} was released"))
             else:
-                seen.add(rep["id"])
+                seen.add(rep.id)
                 accepted.append((inc, rep))
         return accepted
 
     def _apply(
-        self, inc: Incoming, rep: dict, units: dict[int, UnitRow], tallies: dict, conn: Connection
+        self, inc: Incoming, rep: _Held, units: dict[int, UnitRow], tallies: dict, conn: Connection
     ) -> dict:
-        u = units[rep["unit_id"]]
-        if rep["state"] == "leased" and not u.final:
+        u = units[rep.unit_id]
+        if rep.state == "leased" and not u.final:
             u.inflight = max(0, u.inflight - 1)
         tally = tallies.setdefault(inc.worker, _Tally())
         tally.results += 1
         error = self._error_of(inc.item)
-        row = {"b_id": rep["id"], "elapsed_ms": inc.item.elapsed_ms, "outputs": None}
+        row = {"b_id": rep.id, "elapsed_ms": inc.item.elapsed_ms, "outputs": None}
         if error is not None:
             tally.errors += 1
             tally.events.append(False)
@@ -272,6 +284,56 @@ class Validator:
         return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
 
+# The hot statements are built once: building and cache-keying a statement costs more than
+# running it, and an expanding IN parameter spares coercing every id into its own bind.
+_IDS = bindparam("ids", expanding=True)
+_LEASES = (
+    select(R.c.id, R.c.unit_id, R.c.job_id, R.c.worker_id, R.c.state)
+    .where(R.c.id.in_(_IDS))
+    .order_by(R.c.id)
+    .with_for_update()
+)
+_LIVE = select(R.c.unit_id, R.c.worker_id).where(R.c.unit_id.in_(_IDS), R.c.state != "released")
+_DECIDING = (
+    select(R.c.unit_id, R.c.id, R.c.worker_id, R.c.state, R.c.outputs, R.c.returned_at)
+    .where(R.c.unit_id.in_(_IDS), R.c.state.in_(("returned", "valid")))
+    .order_by(R.c.returned_at, R.c.id)
+)
+_JUDGE = update(R).where(R.c.id.in_(_IDS)).values(state=bindparam("state"))
+_SAVE = Many(
+    update(R)
+    .where(R.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("state"),
+        outputs=bindparam("outputs"),
+        error=bindparam("error"),
+        elapsed_ms=bindparam("elapsed_ms"),
+        returned_at=bindparam("now", type_=Float),
+    )
+)
+# Counters move by deltas, so a concurrent writer's increments are never lost; the streak is
+# either extended (keep = 1) or restarted after a failure in this batch (keep = 0).
+_CREDIT = Many(
+    update(W)
+    .where(W.c.id == bindparam("b_id"))
+    .values(
+        results=W.c.results + bindparam("d_results"),
+        valid=W.c.valid + bindparam("d_valid"),
+        invalid=W.c.invalid + bindparam("d_invalid"),
+        errors=W.c.errors + bindparam("d_errors"),
+        credit=W.c.credit + bindparam("d_credit", type_=Float),
+        consecutive_valid=W.c.consecutive_valid * bindparam("keep") + bindparam("tail"),
+        last_seen=bindparam("now", type_=Float),
+    )
+)
+_PENDING = (
+    select(func.count()).where(R.c.worker_id == W.c.id, R.c.state == "returned").scalar_subquery()
+)
+_STATS = select(
+    W.c.id, W.c.results, W.c.valid, W.c.invalid, W.c.errors, _PENDING, W.c.credit
+).where(W.c.id.in_(_IDS))
+
+
 @dataclass
 class _Batch:
     """What validating a batch of units reads, in one query each, and the verdicts it writes."""
@@ -282,19 +344,33 @@ class _Batch:
     invalid: list[int] = field(default_factory=list)
 
     @classmethod
-    def load(cls, conn: Connection, unit_ids: list[int]) -> _Batch:
-        replicas: dict[int, list] = {}
-        specs: dict[int, tuple[str, str]] = {}
+    def load(
+        cls,
+        conn: Connection,
+        unit_ids: list[int],
+        specs: dict[int, tuple[str, str]],
+        accepted: list[tuple[Incoming, _Held]],
+        updates: dict[int, dict],
+        now: float,
+    ) -> _Batch:
+        """Each unit's results in return order: those stored before, then this batch's (not
+        written yet), ordered as `ORDER BY returned_at, id` would order them once written."""
+        keyed: dict[int, list] = {}
         if unit_ids:
-            q = (
-                select(R.c.unit_id, R.c.id, R.c.worker_id, R.c.state, R.c.outputs)
-                .where(R.c.unit_id.in_(unit_ids), R.c.state.in_(("returned", "valid")))
-                .order_by(R.c.returned_at, R.c.id)
-            )
-            for unit_id, *rest in conn.execute(q):
-                replicas.setdefault(unit_id, []).append(rest)
-            q2 = select(U.c.id, U.c.params, U.c.inputs).where(U.c.id.in_(unit_ids))
-            specs = {uid: (p, i) for uid, p, i in conn.execute(q2)}
+            for unit_id, rid, wid, st, outputs, returned_at in conn.execute(
+                _DECIDING, {"ids": unit_ids}
+            ).all():
+                at = -math.inf if returned_at is None else returned_at
+                keyed.setdefault(unit_id, []).append((at, rid, [rid, wid, st, outputs]))
+            wanted = set(unit_ids)
+            for inc, rep in accepted:
+                row = updates[rep.id]
+                if row["state"] == "returned" and rep.unit_id in wanted:
+                    item = (now, rep.id, [rep.id, inc.worker, "returned", row["outputs"]])
+                    keyed.setdefault(rep.unit_id, []).append(item)
+        replicas = {
+            uid: [r for _, _, r in sorted(rows, key=_by_return)] for uid, rows in keyed.items()
+        }
         return cls(replicas, specs)
 
     def spec(self, unit_id: int, ctx: JobContext) -> tuple[dict, dict[str, BlobRef]]:
@@ -302,85 +378,79 @@ class _Batch:
         params, inputs = self.specs[unit_id]
         return ctx.params | loads(params), ctx.inputs | loads_inputs(inputs)
 
-    def flush(self, conn: Connection) -> None:
-        if self.valid:
-            conn.execute(update(R).where(R.c.id.in_(self.valid)).values(state="valid"))
-        if self.invalid:
-            conn.execute(update(R).where(R.c.id.in_(self.invalid)).values(state="invalid"))
+    def flush(self, conn: Connection, updates: dict[int, dict]) -> None:
+        """Verdicts on this batch's replicas go into their pending rows; the rest are stored."""
+        for state, ids in (("valid", self.valid), ("invalid", self.invalid)):
+            stored = []
+            for rid in ids:
+                row = updates.get(rid)
+                if row is None:
+                    stored.append(rid)
+                else:
+                    row["state"] = state
+            if stored:
+                conn.execute(_JUDGE, {"ids": stored, "state": state})
 
 
-def _live_replicas(conn: Connection, released: list[dict]) -> set[tuple[int, str]]:
+def _by_return(item: tuple) -> tuple[float, int]:
+    return item[0], item[1]
+
+
+def _live_replicas(conn: Connection, released: list[_Held]) -> set[tuple[int, str]]:
     """(unit, worker) pairs among these where the worker holds another, unreleased replica."""
     if not released:
         return set()
-    units = {r["unit_id"] for r in released}
-    q = select(R.c.unit_id, R.c.worker_id).where(R.c.unit_id.in_(units), R.c.state != "released")
-    return {(u, w) for u, w in conn.execute(q)}
+    units = list({r.unit_id for r in released})
+    return {(u, w) for u, w in conn.execute(_LIVE, {"ids": units}).all()}
 
 
-def _reference_outputs(conn: Connection, accepted: list[tuple[Incoming, dict]]) -> None:
+def _reference_outputs(conn: Connection, accepted: list[tuple[Incoming, _Held]]) -> None:
     """Output blobs belong to their job too, so retiring the job frees them."""
     refs = {
-        (o.digest, rep["job_id"])
-        for inc, rep in accepted
-        for o in (inc.item.outputs or {}).values()
+        (o.digest, rep.job_id) for inc, rep in accepted for o in (inc.item.outputs or {}).values()
     }
     insert_ignore(conn, REFS, [{"digest": d, "job_id": j} for d, j in refs])
 
 
 def _save_replicas(conn: Connection, rows: list[dict], now: float) -> None:
-    stmt = (
-        update(R)
-        .where(R.c.id == bindparam("b_id"))
-        .values(
-            state=bindparam("state"),
-            outputs=bindparam("outputs"),
-            error=bindparam("error"),
-            elapsed_ms=bindparam("elapsed_ms"),
-            returned_at=now,
-        )
-    )
-    conn.execute(stmt, rows)
+    _SAVE.run(conn, [row | {"now": now} for row in rows])
 
 
 def _credit_workers(conn: Connection, tallies: dict[str, _Tally], now: float) -> dict[str, Stats]:
     if not tallies:
         return {}
-    rows = {
-        r["id"]: dict(r)
-        for r in conn.execute(select(W).where(W.c.id.in_(list(tallies)))).mappings()
-    }
-    pending = dict(
-        conn.execute(
-            select(R.c.worker_id, func.count())
-            .where(R.c.worker_id.in_(list(tallies)), R.c.state == "returned")
-            .group_by(R.c.worker_id)
-        ).all()
-    )
+    deltas = [_delta(wid, t, now) for wid, t in tallies.items()]
+    _CREDIT.run(conn, deltas)
     stats: dict[str, Stats] = {}
-    for wid, t in tallies.items():
-        w = rows.get(wid)
-        if w is None:
-            continue
-        streak = w["consecutive_valid"]
-        for ok in t.events:
-            streak = streak + 1 if ok else 0
-        w.update(
-            results=w["results"] + t.results,
-            valid=w["valid"] + t.valid,
-            invalid=w["invalid"] + t.invalid,
-            errors=w["errors"] + t.errors,
-            credit=w["credit"] + t.credit,
-            consecutive_valid=streak,
-            last_seen=now,
-        )
-        conn.execute(update(W).where(W.c.id == wid).values(w))
+    for wid, results, valid, invalid, errors, pending, credit_ in conn.execute(
+        _STATS, {"ids": list(tallies)}
+    ).all():
         stats[wid] = Stats(
-            results=w["results"],
-            valid=w["valid"],
-            invalid=w["invalid"],
-            errors=w["errors"],
-            pending=pending.get(wid, 0),
-            credit=w["credit"],
+            results=results,
+            valid=valid,
+            invalid=invalid,
+            errors=errors,
+            pending=pending,
+            credit=credit_,
         )
-    return stats
+    return {wid: stats[wid] for wid in tallies if wid in stats}
+
+
+def _delta(wid: str, t: _Tally, now: float) -> dict:
+    """The tally as increments; the streak continues past the last failure of the batch."""
+    tail = 0
+    for ok in reversed(t.events):
+        if not ok:
+            break
+        tail += 1
+    return {
+        "b_id": wid,
+        "d_results": t.results,
+        "d_valid": t.valid,
+        "d_invalid": t.invalid,
+        "d_errors": t.errors,
+        "d_credit": t.credit,
+        "keep": 1 if tail == len(t.events) else 0,
+        "tail": tail,
+        "now": now,
+    }

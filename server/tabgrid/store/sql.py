@@ -2,21 +2,67 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Table, text
+from sqlalchemy import Connection, Dialect, Table, text
+from sqlalchemy.sql.dml import UpdateBase
+
+Rows = Sequence[dict[str, Any]]
 
 
-def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+class Many:
+    """An INSERT or UPDATE compiled once per dialect (and set of keys), run as the driver's own
+    executemany. SQLAlchemy processes every row's parameters in Python, which costs more than
+    the write; these statements bind plain numbers, text and bytes, which drivers take as is.
+    Column defaults computed in Python are not applied: a statement that needs one fails here."""
+
+    def __init__(self, stmt: UpdateBase) -> None:
+        self.stmt = stmt
+        self._forms: dict[tuple, tuple[str, Callable[[dict], Any]]] = {}
+
+    def run(self, conn: Connection, rows: Rows) -> None:
+        if not rows:
+            return
+        key = (conn.dialect.name, *rows[0])
+        form = self._forms.get(key)
+        if form is None:
+            form = self._forms[key] = self._compile(conn.dialect, list(rows[0]))
+        sql, shape = form
+        conn.exec_driver_sql(sql, [shape(r) for r in rows])
+
+    def _compile(self, dialect: Dialect, keys: list[str]) -> tuple[str, Callable[[dict], Any]]:
+        compiled = self.stmt.compile(dialect=dialect, column_keys=keys)
+        fixed = {n: b.effective_value for n, b in compiled.binds.items() if n not in keys}
+        names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
+        unknown = [n for n in names if n not in keys and fixed.get(n) is None]
+        if unknown:
+            raise ValueError(f"no value for bind parameter(s) {unknown} of {compiled.string}")
+        if not compiled.positional:
+            return compiled.string, (lambda r: fixed | r) if fixed else dict
+        pick = itemgetter(*names)
+        if len(names) == 1:
+            return compiled.string, lambda r: (pick(fixed | r),)
+        return compiled.string, (lambda r: pick(fixed | r)) if fixed else pick
+
+
+_ignoring: dict[tuple[str, str], Many] = {}
+
+
+def insert_ignore(conn: Connection, table: Table, rows: Rows) -> None:
     """INSERT ... ON CONFLICT DO NOTHING, in the dialect at hand."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
+    key = (conn.dialect.name, table.name)
+    stmt = _ignoring.get(key)
+    if stmt is None:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = _ignoring[key] = Many(insert(table).on_conflict_do_nothing())
+    stmt.run(conn, rows)
 
 
 # Units of one job that still want a replica and that this worker may take: never a unit it
@@ -37,9 +83,13 @@ LIMIT :n
 """
 
 
+_CLAIM_SQLITE = text(_CLAIM)
+_CLAIM_PG = text(_CLAIM + " FOR UPDATE OF u SKIP LOCKED")
+
+
 def claim_unit_ids(
     conn: Connection, job: int, worker: str, addr: str, distinct: bool, n: int
 ) -> list[int]:
-    sql = _CLAIM + (" FOR UPDATE OF u SKIP LOCKED" if conn.dialect.name == "postgresql" else "")
+    stmt = _CLAIM_PG if conn.dialect.name == "postgresql" else _CLAIM_SQLITE
     params = {"job": job, "worker": worker, "addr": addr, "distinct": distinct, "n": n}
-    return [row[0] for row in conn.execute(text(sql), params)]
+    return list(conn.execute(stmt, params).scalars())
