@@ -31,6 +31,7 @@ from tabgrid.settings import Settings
 from tabgrid.store import Store
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import leases as leases_q
+from tabgrid.store.notify import announce
 from tabgrid.store.results import Incoming, JobContext, Outcome, Validator
 from tabgrid.store.tables import Job, Unit
 
@@ -177,6 +178,8 @@ class Scheduler:
         outcome = (
             self.validator.record(conn, self._check_inline(batch), now) if batch else Outcome()
         )
+        if outcome.new_work:
+            announce(conn)  # a disagreement asked for a replica another coordinator may serve
         res = _TickResult(outcome)
         distinct = self.settings.distinct_addresses
         for wid, (addr, n) in wanted.items():

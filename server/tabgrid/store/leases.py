@@ -22,6 +22,7 @@ from sqlalchemy import (
 
 from tabgrid.protocol import BlobRef, Policy
 from tabgrid.store.codec import loads, loads_inputs
+from tabgrid.store.notify import announce
 from tabgrid.store.sql import Many, claim_unit_ids
 from tabgrid.store.tables import Job, Replica, Unit
 from tabgrid.store.units import FINAL, UnitRow
@@ -180,6 +181,7 @@ def _release(conn: Connection, where, now: float) -> int:  # type: ignore[no-unt
         )
         u.derive_state()
     save_units(conn, units, now)
+    announce(conn)
     return len(ids)
 
 
