@@ -4,7 +4,7 @@ Prints validated units per second and, measured in the same run, the round trips
 bare websocket echo between the same number of client processes and a server doing nothing else
 (bench/echo.py, same Starlette/uvicorn stack), and the ratio of the two.
 
-    ./dev bench dispatch [--workers 4] [--units 20000] [--concurrency 32]
+    ./dev bench dispatch [--workers 4] [--units 20000] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--units", type=int, default=20_000)
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--echo-seconds", type=float, default=5.0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:

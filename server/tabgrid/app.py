@@ -98,6 +98,9 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         ws_max_size=settings.limits.max_message,
+        # Control frames are small JSON: compressing them costs the coordinator more CPU than
+        # it saves bandwidth.
+        ws_per_message_deflate=False,
         log_level="warning",
         access_log=False,
     )

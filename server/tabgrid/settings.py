@@ -33,7 +33,7 @@ class Settings:
     distinct_addresses: bool = True
     sweep_interval_s: float = 1.0
     restart_grace_s: float = 10.0  # leases left by a killed coordinator wait this long
-    batch_window_s: float = 0.01
+    batch_window_s: float = 0.001
     limits: Limits = field(default_factory=Limits)
 
     @property
