@@ -130,13 +130,19 @@ def test_result_for_a_lease_never_given_is_refused(client: TestClient) -> None:
         assert err["code"] == "bad_result" and "999" in err["message"]
 
 
+def lease_one(ws) -> dict:  # type: ignore[no-untyped-def]
+    """Says hello, asks for one unit, returns its lease (after the job description)."""
+    hello(ws)
+    ws.send_text(json.dumps({"type": "ready", "n": 1}))
+    assert ws.receive_json()["type"] == "job"
+    (lease,) = ws.receive_json()["leases"]
+    return lease
+
+
 def test_idle_worker_is_told_why(client: TestClient) -> None:
     submit(client, 1, quorum=2)
     with client.websocket_connect(WS) as ws:
-        hello(ws)
-        ws.send_text(json.dumps({"type": "ready", "n": 1}))
-        ws.receive_json()
-        (lease,) = ws.receive_json()["leases"]
+        lease = lease_one(ws)
         data = b"\x01"
         out = {
             "digest": hashlib.sha256(data).hexdigest(),
@@ -156,10 +162,7 @@ def test_idle_worker_is_told_why(client: TestClient) -> None:
 def test_inline_output_that_lies_about_its_digest_is_an_error(client: TestClient) -> None:
     submit(client, 1, quorum=2)
     with client.websocket_connect(WS) as ws:
-        hello(ws)
-        ws.send_text(json.dumps({"type": "ready", "n": 1}))
-        ws.receive_json()
-        (lease,) = ws.receive_json()["leases"]
+        lease = lease_one(ws)
         out = {"digest": "0" * 64, "dtype": "uint8", "shape": [1], "data": "AQ=="}
         result = {"lease": lease["lease"], "outputs": {"digest": out}}
         ws.send_text(json.dumps({"type": "result", "results": [result]}))

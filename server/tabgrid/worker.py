@@ -535,35 +535,10 @@ def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-async def run_worker(
-    url: str,
-    *,
-    concurrency: int = 2,
-    name: str = "",
-    gpu: Any = None,
-    state_file: Path | str | None = None,
-    stop: asyncio.Event | None = None,
-    log: Log = print,
-    cache_bytes: int = 256 << 20,
-    retry_base: float = 0.5,
-    retry_cap: float = 30.0,
-) -> None:
-    """Run a native worker against the coordinator at ``url`` (http://host:port).
-
-    Keeps ``concurrency`` units in flight; runs until ``stop`` is set or the task is
-    cancelled. ``state_file`` keeps the worker's identity across restarts. ``gpu`` defaults
-    to a NativeGpu whose device is requested on the first kernel that uses it.
-    """
-    worker = Worker(
-        url,
-        concurrency=concurrency,
-        name=name,
-        gpu=gpu,
-        state_file=state_file,
-        stop=stop,
-        log=log,
-        cache_bytes=cache_bytes,
-        retry_base=retry_base,
-        retry_cap=retry_cap,
-    )
-    await worker.run()
+async def run_worker(url: str, **options: Any) -> None:
+    """Run a native worker against the coordinator at ``url`` (http://host:port); ``options``
+    are Worker's: ``concurrency`` units in flight, a ``state_file`` that keeps the worker's
+    identity across restarts, a ``stop`` event, and so on. Runs until ``stop`` is set or the
+    task is cancelled. The GPU defaults to a NativeGpu whose device is requested on the first
+    kernel that uses it."""
+    await Worker(url, **options).run()
