@@ -168,3 +168,22 @@ def test_inline_output_that_lies_about_its_digest_is_an_error(client: TestClient
         ws.send_text(json.dumps({"type": "result", "results": [result]}))
         stats = ws.receive_json()
         assert stats["type"] == "stats" and stats["errors"] == 1
+
+
+def test_output_whose_bytes_do_not_fit_its_shape_is_an_error(client: TestClient) -> None:
+    """A worker claiming float32 [1000] for one byte must not reach the comparators."""
+    submit(client, 1, quorum=2)
+    with client.websocket_connect(WS) as ws:
+        lease = lease_one(ws)
+        data = b"\x01"
+        out = {
+            "digest": hashlib.sha256(data).hexdigest(),
+            "dtype": "float32",
+            "shape": [1000],
+            "data": base64.b64encode(data).decode(),
+        }
+        result = {"lease": lease["lease"], "outputs": {"y": out}}
+        ws.send_text(json.dumps({"type": "result", "results": [result]}))
+        stats = ws.receive_json()
+        assert stats["type"] == "stats" and stats["errors"] == 1
+    assert client.get("/healthz").status_code == 200

@@ -141,7 +141,12 @@ class Scheduler:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.settings.batch_window_s)  # let a burst gather into one tick
-            await self._tick()
+            try:
+                await self._tick()
+            except Exception:
+                # Nothing of the failed tick was committed: its leases stay out and come back
+                # through the deadline, so the work is recomputed, never half-recorded.
+                log.exception("a scheduler tick failed; its results will be recomputed")
 
     async def sweep(self) -> None:
         """Expires leases past their deadline; retries idle workers (work may come from another

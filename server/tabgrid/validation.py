@@ -58,6 +58,25 @@ def make_comparator(
     """Exact comparison is on digests and never reads bytes; the others load arrays."""
     if policy.compare == "exact":
         return exact
+    return _never_raises(_loading_comparator(policy, kernel, load))
+
+
+def _never_raises(agree: Callable[[Outputs, Outputs], bool]) -> Callable[[Outputs, Outputs], bool]:
+    """Outputs come from untrusted workers: a comparison that fails is a disagreement, never an
+    exception in the coordinator."""
+
+    def safe(a: Outputs, b: Outputs) -> bool:
+        try:
+            return agree(a, b)
+        except Exception:
+            return False
+
+    return safe
+
+
+def _loading_comparator(
+    policy: Policy, kernel: ModuleType, load: Loader
+) -> Callable[[Outputs, Outputs], bool]:
 
     def arrays(o: Outputs) -> dict[str, Any]:
         return {k: load(v) for k, v in o.items()}

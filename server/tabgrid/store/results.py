@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import prod
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -12,6 +13,7 @@ from sqlalchemy import Connection, Float, bindparam, func, select, update
 
 from tabgrid.blobs import BlobStore
 from tabgrid.protocol import BlobRef, Output, Policy, ResultItem, Stats
+from tabgrid.runtime.array import ITEMSIZE
 from tabgrid.store import blob_rows
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
 from tabgrid.store.leases import load_units_and_specs, save_units
@@ -180,6 +182,11 @@ class Validator:
         ]
         if missing:
             return f"output blob(s) {', '.join(missing)} were neither inline nor uploaded"
+        for name, o in item.outputs.items():
+            need = prod(o.shape) * ITEMSIZE[o.dtype]
+            have = len(o.data) if o.data is not None else self._blobs.size(o.digest)
+            if have != need:
+                return f"output {name!r} holds {have} bytes, but {o.dtype} {o.shape} needs {need}"
         return None
 
     def _validate(self, conn: Connection, u: UnitRow, b: _Batch, tallies: dict) -> bool:
