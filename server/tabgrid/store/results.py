@@ -9,15 +9,16 @@ from math import prod
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Float, bindparam, func, select, update
+from sqlalchemy import Connection, Float, bindparam, select, update
 
 from tabgrid.blobs import BlobStore
 from tabgrid.protocol import BlobRef, Output, Policy, ResultItem, Stats
 from tabgrid.runtime.array import ITEMSIZE
-from tabgrid.store import blob_rows
+from tabgrid.store import blob_rows, standing
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
 from tabgrid.store.leases import load_units_and_specs, save_units
 from tabgrid.store.sql import Many, insert_ignore
+from tabgrid.store.standing import Tally
 from tabgrid.store.tables import Blob, BlobUse, Replica, Unit, Worker
 from tabgrid.store.units import UnitRow
 from tabgrid.validation import (
@@ -72,16 +73,6 @@ class _Held(NamedTuple):
     state: str
 
 
-@dataclass
-class _Tally:
-    results: int = 0
-    valid: int = 0
-    invalid: int = 0
-    errors: int = 0
-    credit: float = 0.0
-    events: list[bool] = field(default_factory=list)  # True valid, False invalid/error, in order
-
-
 class Validator:
     """Records a batch of results; holds the per-job context cache and the array loader."""
 
@@ -108,7 +99,7 @@ class Validator:
             return out
         loaded, specs = load_units_and_specs(conn, {rep.unit_id for _, rep in accepted})
         units = {u.id: u for u in loaded}
-        tallies: dict[str, _Tally] = {}
+        tallies: dict[str, Tally] = {}
         updates = {rep.id: self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted}
         _reference_outputs(conn, accepted)
         todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
@@ -123,7 +114,7 @@ class Validator:
             1 for u in units.values() if u.state == "done" and u.loaded_state != "done"
         )
         save_units(conn, list(units.values()), now)
-        out.stats = _credit_workers(conn, tallies, now)
+        out.stats = standing.credit(conn, tallies, now)
         return out
 
     def _accept(
@@ -153,7 +144,7 @@ class Validator:
         u = units[rep.unit_id]
         if rep.state == "leased" and not u.final:
             u.inflight = max(0, u.inflight - 1)
-        tally = tallies.setdefault(inc.worker, _Tally())
+        tally = tallies.setdefault(inc.worker, Tally())
         tally.results += 1
         error = self._error_of(inc.item)
         row = {"b_id": rep.id, "elapsed_ms": inc.item.elapsed_ms, "outputs": None}
@@ -259,12 +250,12 @@ class Validator:
             shapes = {k: (r.dtype, tuple(r.shape)) for k, r in refs.items()}
             gflop = credit(ctx.kernel, params, shapes)
         for rid in valid:
-            t = tallies.setdefault(owner[rid], _Tally())
+            t = tallies.setdefault(owner[rid], Tally())
             t.valid += 1
             t.credit += gflop
             t.events.append(True)
         for rid in invalid:
-            t = tallies.setdefault(owner[rid], _Tally())
+            t = tallies.setdefault(owner[rid], Tally())
             t.invalid += 1
             t.events.append(False)
 
@@ -318,27 +309,6 @@ _SAVE = Many(
         returned_at=bindparam("now", type_=Float),
     )
 )
-# Counters move by deltas, so a concurrent writer's increments are never lost; the streak is
-# either extended (keep = 1) or restarted after a failure in this batch (keep = 0).
-_CREDIT = Many(
-    update(W)
-    .where(W.c.id == bindparam("b_id"))
-    .values(
-        results=W.c.results + bindparam("d_results"),
-        valid=W.c.valid + bindparam("d_valid"),
-        invalid=W.c.invalid + bindparam("d_invalid"),
-        errors=W.c.errors + bindparam("d_errors"),
-        credit=W.c.credit + bindparam("d_credit", type_=Float),
-        consecutive_valid=W.c.consecutive_valid * bindparam("keep") + bindparam("tail"),
-        last_seen=bindparam("now", type_=Float),
-    )
-)
-_PENDING = (
-    select(func.count()).where(R.c.worker_id == W.c.id, R.c.state == "returned").scalar_subquery()
-)
-_STATS = select(
-    W.c.id, W.c.results, W.c.valid, W.c.invalid, W.c.errors, _PENDING, W.c.credit
-).where(W.c.id.in_(_IDS))
 
 
 @dataclass
@@ -421,43 +391,3 @@ def _reference_outputs(conn: Connection, accepted: list[tuple[Incoming, _Held]])
 
 def _save_replicas(conn: Connection, rows: list[dict], now: float) -> None:
     _SAVE.run(conn, [row | {"now": now} for row in rows])
-
-
-def _credit_workers(conn: Connection, tallies: dict[str, _Tally], now: float) -> dict[str, Stats]:
-    if not tallies:
-        return {}
-    deltas = [_delta(wid, t, now) for wid, t in tallies.items()]
-    _CREDIT.run(conn, deltas)
-    stats: dict[str, Stats] = {}
-    for wid, results, valid, invalid, errors, pending, credit_ in conn.execute(
-        _STATS, {"ids": list(tallies)}
-    ).all():
-        stats[wid] = Stats(
-            results=results,
-            valid=valid,
-            invalid=invalid,
-            errors=errors,
-            pending=pending,
-            credit=credit_,
-        )
-    return {wid: stats[wid] for wid in tallies if wid in stats}
-
-
-def _delta(wid: str, t: _Tally, now: float) -> dict:
-    """The tally as increments; the streak continues past the last failure of the batch."""
-    tail = 0
-    for ok in reversed(t.events):
-        if not ok:
-            break
-        tail += 1
-    return {
-        "b_id": wid,
-        "d_results": t.results,
-        "d_valid": t.valid,
-        "d_invalid": t.invalid,
-        "d_errors": t.errors,
-        "d_credit": t.credit,
-        "keep": 1 if tail == len(t.events) else 0,
-        "tail": tail,
-        "now": now,
-    }
