@@ -9,38 +9,10 @@ import numpy as np
 import pytest
 
 from gpu_fixture import arrays, run, shared_gpu, to_numpy
+from saxpy import SAXPY, SAXPY_MANIFEST
 from tabgrid.kernels import checksum, mandelbrot, matmul, wgsl
 from tabgrid.runtime import KernelError, run_unit
 
-SAXPY = """
-struct Params {
-    a: f32,
-    n: u32,
-}
-
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    let i = id.x;
-    if (i < p.n) {
-        out[i] = p.a * x[i] + y[i];
-    }
-}
-"""
-SAXPY_MANIFEST = {
-    "entry": "main",
-    "bindings": [
-        {"binding": 0, "input": "x"},
-        {"binding": 1, "input": "y"},
-        {"binding": 2, "output": "out", "type": "f32", "length": "n"},
-        {"binding": 3, "uniform": [{"name": "a", "type": "f32"}, {"name": "n", "type": "u32"}]},
-    ],
-    "workgroups": ["ceil(n / 64)", 1, 1],
-}
 WHOLE_SET = {"x0": -2.0, "y0": -1.25, "x1": 0.5, "y1": 1.25, "width": 90, "height": 70}
 
 

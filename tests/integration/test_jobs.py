@@ -5,34 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from saxpy import SAXPY, SAXPY_MANIFEST
 from tabgrid import kernels
 from tabgrid.client import TabgridError
 from tabgrid.tiling import assemble_mandelbrot, mandelbrot_units, matmul_units
 
 pytestmark = pytest.mark.integration
-
-SAXPY = """
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-struct Params { a: f32, n: u32 }
-
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    if (id.x < p.n) { out[id.x] = p.a * x[id.x] + y[id.x]; }
-}
-"""
-MANIFEST = {
-    "entry": "main",
-    "bindings": [
-        {"binding": 0, "input": "x"},
-        {"binding": 1, "input": "y"},
-        {"binding": 2, "output": "out", "type": "f32", "length": "n"},
-        {"binding": 3, "uniform": [{"name": "a", "type": "f32"}, {"name": "n", "type": "u32"}]},
-    ],
-    "workgroups": ["ceil(n / 64)", 1, 1],
-}
 
 
 def mandelbrot_reference(units: list[dict]) -> dict[int, dict[str, np.ndarray]]:
@@ -75,7 +53,7 @@ def test_researchers_own_wgsl_kernel(cluster) -> None:  # type: ignore[no-untype
     units = [
         {"params": {"n": len(x)}, "inputs": {"x": x, "y": y}} for x, y in zip(xs, ys, strict=True)
     ]
-    params = {"shader": SAXPY, "manifest": MANIFEST, "a": 2.5}
+    params = {"shader": SAXPY, "manifest": SAXPY_MANIFEST, "a": 2.5}
     with cluster.client() as client:
         job = client.submit("wgsl", units, params=params, policy={"quorum": 2})
         assert client.wait(job.id, progress=False, timeout=300).state == "done"
@@ -87,14 +65,17 @@ def test_researchers_own_wgsl_kernel(cluster) -> None:  # type: ignore[no-untype
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        ({"manifest": {**MANIFEST, "entry": "nope"}}, "nope"),
-        ({"manifest": {**MANIFEST, "workgroups": ["ceil(n / ", 1, 1]}}, "workgroups"),
-        ({"manifest": {**MANIFEST, "bindings": MANIFEST["bindings"][:3]}}, "binding(3)"),
+        ({"manifest": {**SAXPY_MANIFEST, "entry": "nope"}}, "nope"),
+        ({"manifest": {**SAXPY_MANIFEST, "workgroups": ["ceil(n / ", 1, 1]}}, "workgroups"),
+        (
+            {"manifest": {**SAXPY_MANIFEST, "bindings": SAXPY_MANIFEST["bindings"][:3]}},
+            "binding(3)",
+        ),
     ],
 )
 def test_bad_wgsl_job_is_refused_at_submission(cluster, change, named) -> None:  # type: ignore[no-untyped-def]
     x = np.ones(8, dtype=np.float32)
-    params = {"shader": SAXPY, "manifest": MANIFEST, "a": 1.0} | change
+    params = {"shader": SAXPY, "manifest": SAXPY_MANIFEST, "a": 1.0} | change
     with cluster.client() as client, pytest.raises(TabgridError) as e:
         client.submit("wgsl", [{"params": {"n": 8}, "inputs": {"x": x, "y": x}}], params=params)
     assert e.value.status == 422
@@ -104,9 +85,10 @@ def test_bad_wgsl_job_is_refused_at_submission(cluster, change, named) -> None: 
 def test_shader_that_does_not_compile_fails_units_with_the_compiler_message(cluster) -> None:  # type: ignore[no-untyped-def]
     cluster.worker()
     cluster.worker()  # quorum 2 needs two workers before max_replicas=2 is spent
-    broken = SAXPY.replace("p.a * x[id.x]", "p.a * x[id.x] +* oops")
+    broken = SAXPY.replace("p.a * x[i]", "p.a * x[i] +* oops")
+    assert broken != SAXPY
     x = np.ones(8, dtype=np.float32)
-    params = {"shader": broken, "manifest": MANIFEST, "a": 1.0}
+    params = {"shader": broken, "manifest": SAXPY_MANIFEST, "a": 1.0}
     with cluster.client() as client:
         job = client.submit(
             "wgsl",
