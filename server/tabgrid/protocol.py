@@ -16,7 +16,6 @@ PROTOCOL_VERSION = 1
 Digest = Annotated[str, Meta(pattern="^[0-9a-f]{64}$", description="sha256 of the bytes, hex")]
 DType = Literal["float32", "int32", "uint32", "uint8", "float64", "int64"]
 Params = dict[str, Any]
-Count = Annotated[int, Meta(ge=0)]
 
 
 class BlobRef(Struct, frozen=True):

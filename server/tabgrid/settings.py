@@ -40,9 +40,6 @@ class Settings:
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
 
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
-
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'tabgrid.db'}"

@@ -199,10 +199,6 @@ def done_outputs(
     return [(idx, loads_outputs(out)) for idx, out in conn.execute(q)]
 
 
-def set_job_state(conn: Connection, job_id: int, state: str, now: float) -> None:
-    conn.execute(update(J).where(J.c.id == job_id).values(state=state, updated_at=now))
-
-
 def cancel_job(conn: Connection, job_id: int, now: float) -> list[tuple[int, str]]:
     """Cancels the job's open units; returns the (lease, worker) pairs to call back."""
     leased = [

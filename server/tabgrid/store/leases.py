@@ -136,10 +136,6 @@ def release_worker(conn: Connection, worker: str, now: float) -> int:
     return _release(conn, and_(R.c.worker_id == worker, R.c.state == "leased"), now)
 
 
-def release_leases(conn: Connection, lease_ids: list[int], now: float) -> int:
-    return _release(conn, and_(R.c.id.in_(lease_ids), R.c.state == "leased"), now)
-
-
 def expire(conn: Connection, now: float) -> int:
     """Releases leases whose deadline passed."""
     # The literal (not a bound parameter) lets SQLite use the partial index on live leases.

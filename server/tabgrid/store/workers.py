@@ -56,10 +56,6 @@ def check_secret(conn: Connection, worker_id: str, secret: str) -> bool:
     return row is not None and secrets.compare_digest(row[0], _hash(secret))
 
 
-def touch(conn: Connection, worker_id: str, now: float) -> None:
-    conn.execute(update(W).where(W.c.id == worker_id).values(last_seen=now))
-
-
 def get(conn: Connection, worker_id: str) -> dict | None:
     row = conn.execute(select(W).where(W.c.id == worker_id)).mappings().first()
     return dict(row) if row else None
