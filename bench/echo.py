@@ -31,9 +31,7 @@ def serve(port: int) -> None:
 
     app = Starlette(routes=[WebSocketRoute("/echo", echo), Route("/healthz", health)])
     # The coordinator's own websocket settings, so the baseline differs only by doing nothing.
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False
-    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False)
 
 
 async def client(url: str, seconds: float, window: int) -> int:
