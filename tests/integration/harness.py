@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def free_port() -> int:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "server"), str(ROOT / "tests")])
-    env.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    env.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())  # quiets wgpu's warning
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
