@@ -224,3 +224,14 @@ def test_an_honest_majority_outvotes_two_colluders_when_it_returns_first(
     (unit,) = store.tx(jobs_q.list_units, job, 2, None, -1, 10)
     assert unit.outputs == out("right")
     assert store.tx(workers_q.get, s1)["invalid"] == 1
+
+
+def test_cancel_releases_leases_and_closes_the_job(store: Store) -> None:
+    job = submit(store, 3, quorum=2)
+    a = worker(store, "1")
+    leases = claim(store, a, 2)
+    pairs = store.tx(jobs_q.cancel_job, job, time.time())
+    assert sorted(pairs) == sorted((c.lease, a) for c in leases)
+    st = status(store, job)
+    assert st.state == "cancelled" and st.counts.cancelled == 3
+    assert claim(store, worker(store, "2"), 5) == []

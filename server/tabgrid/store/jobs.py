@@ -201,12 +201,23 @@ def done_outputs(
 
 def cancel_job(conn: Connection, job_id: int, now: float) -> list[tuple[int, str]]:
     """Cancels the job's open units; returns the (lease, worker) pairs to call back."""
+    # Locks in the order the result and release paths take them (replicas, then units, each
+    # by id), so a cancel racing a scheduler tick on PostgreSQL waits instead of deadlocking.
     leased = [
         (rid, wid)
         for rid, wid in conn.execute(
-            select(R.c.id, R.c.worker_id).where(R.c.job_id == job_id, R.c.state == "leased")
+            select(R.c.id, R.c.worker_id)
+            .where(R.c.job_id == job_id, R.c.state == "leased")
+            .order_by(R.c.id)
+            .with_for_update()
         )
     ]
+    conn.execute(
+        select(U.c.id)
+        .where(U.c.job_id == job_id, U.c.state.in_(OPEN_UNIT_STATES))
+        .order_by(U.c.id)
+        .with_for_update()
+    ).all()
     conn.execute(
         update(R).where(R.c.job_id == job_id, R.c.state == "leased").values(state="released")
     )
