@@ -139,20 +139,24 @@ def lease_one(ws) -> dict:  # type: ignore[no-untyped-def]
     return lease
 
 
+def send_output(ws, lease: dict, data: bytes, **claims: object) -> dict:  # type: ignore[no-untyped-def]
+    """Sends one inline output (uint8, its true digest and shape unless `claims` say otherwise)
+    as the lease's result; returns the coordinator's answer."""
+    out = {
+        "digest": hashlib.sha256(data).hexdigest(),
+        "dtype": "uint8",
+        "shape": [len(data)],
+        "data": base64.b64encode(data).decode(),
+    } | claims
+    result = {"lease": lease["lease"], "outputs": {"y": out}}
+    ws.send_text(json.dumps({"type": "result", "results": [result]}))
+    return ws.receive_json()
+
+
 def test_idle_worker_is_told_why(client: TestClient) -> None:
     submit(client, 1, quorum=2)
     with client.websocket_connect(WS) as ws:
-        lease = lease_one(ws)
-        data = b"\x01"
-        out = {
-            "digest": hashlib.sha256(data).hexdigest(),
-            "dtype": "uint8",
-            "shape": [1],
-            "data": base64.b64encode(data).decode(),
-        }
-        result = {"lease": lease["lease"], "outputs": {"digest": out}}
-        ws.send_text(json.dumps({"type": "result", "results": [result]}))
-        stats = ws.receive_json()
+        stats = send_output(ws, lease_one(ws), b"\x01")
         assert stats["type"] == "stats" and stats["results"] == 1 and stats["pending"] == 1
         ws.send_text(json.dumps({"type": "ready", "n": 1}))
         idle = ws.receive_json()
@@ -162,11 +166,7 @@ def test_idle_worker_is_told_why(client: TestClient) -> None:
 def test_inline_output_that_lies_about_its_digest_is_an_error(client: TestClient) -> None:
     submit(client, 1, quorum=2)
     with client.websocket_connect(WS) as ws:
-        lease = lease_one(ws)
-        out = {"digest": "0" * 64, "dtype": "uint8", "shape": [1], "data": "AQ=="}
-        result = {"lease": lease["lease"], "outputs": {"digest": out}}
-        ws.send_text(json.dumps({"type": "result", "results": [result]}))
-        stats = ws.receive_json()
+        stats = send_output(ws, lease_one(ws), b"\x01", digest="0" * 64)
         assert stats["type"] == "stats" and stats["errors"] == 1
 
 
@@ -174,16 +174,6 @@ def test_output_whose_bytes_do_not_fit_its_shape_is_an_error(client: TestClient)
     """A worker claiming float32 [1000] for one byte must not reach the comparators."""
     submit(client, 1, quorum=2)
     with client.websocket_connect(WS) as ws:
-        lease = lease_one(ws)
-        data = b"\x01"
-        out = {
-            "digest": hashlib.sha256(data).hexdigest(),
-            "dtype": "float32",
-            "shape": [1000],
-            "data": base64.b64encode(data).decode(),
-        }
-        result = {"lease": lease["lease"], "outputs": {"y": out}}
-        ws.send_text(json.dumps({"type": "result", "results": [result]}))
-        stats = ws.receive_json()
+        stats = send_output(ws, lease_one(ws), b"\x01", dtype="float32", shape=[1000])
         assert stats["type"] == "stats" and stats["errors"] == 1
     assert client.get("/healthz").status_code == 200

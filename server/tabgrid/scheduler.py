@@ -187,11 +187,13 @@ class Scheduler:
             announce(conn)  # a disagreement asked for a replica another coordinator may serve
         res = _TickResult(outcome)
         distinct = self.settings.distinct_addresses
+        reason: str | None = None  # the same for every idle worker: counted once a tick
         for wid, (addr, n) in wanted.items():
             got = leases_q.claim(conn, wid, addr, n, distinct, now)
             res.claims[wid] = got
             if not got:
-                res.idle[wid] = idle_reason(conn, distinct)
+                reason = reason or idle_reason(conn, distinct)
+                res.idle[wid] = reason
         for claimed in res.claims.values():
             for c in claimed:
                 self._context(conn, c.job)
