@@ -567,10 +567,10 @@ def test_openapi_documents_every_route(api: Api) -> None:
 
 def test_health_and_front_page(api: Api) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
-    assert "No jobs yet" in api.client.get("/").text
+    assert "No jobs yet" in api.client.get("/status").text
     alice = api.auth()
     job = submit(api, checksum_job(4, name="<b>bold</b>"), alice)
-    page = api.client.get("/")
+    page = api.client.get("/status")
     assert page.headers["content-type"].startswith("text/html")
     assert "&lt;b&gt;bold&lt;/b&gt;" in page.text and "<b>bold" not in page.text
     assert "0/4" in page.text and "tabgrid worker --url http://testserver" in page.text

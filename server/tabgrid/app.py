@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from tabgrid.blobs import BlobStore
 from tabgrid.scheduler import Scheduler
@@ -32,7 +33,7 @@ class Services:
 
 
 def create_app(settings: Settings) -> Starlette:
-    from tabgrid import api, gateway, pages
+    from tabgrid import api, gateway, pages, web
 
     store = Store(settings.db)
     blobs = BlobStore(settings.blob_dir)
@@ -56,12 +57,13 @@ def create_app(settings: Settings) -> Starlette:
             await asyncio.gather(*tasks, return_exceptions=True)
             store.close()
 
-    routes = api.routes() + gateway.routes() + pages.routes()
+    web_dir = settings.web_dir or web.default_web_dir()
+    routes = api.routes() + gateway.routes() + pages.routes() + web.routes(web_dir)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=api.exception_handlers(),
-        middleware=api.middleware(settings),
+        middleware=[Middleware(web.SecurityHeaders), *api.middleware(settings)],
     )
     app.state.services = services
     return app

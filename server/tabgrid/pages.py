@@ -1,4 +1,4 @@
-"""Server-rendered pages: the coordinator's front page (no JavaScript)."""
+"""Server-rendered pages: the coordinator's job status page at /status (no JavaScript)."""
 
 from __future__ import annotations
 
@@ -81,4 +81,4 @@ def _job_row(job: dict) -> str:
 
 
 def routes() -> list[Route]:
-    return [Route("/", home, methods=["GET"])]
+    return [Route("/status", home, methods=["GET"])]

@@ -1,0 +1,87 @@
+// Input blobs by digest, kept in the Cache API so a reload or a later visit does not fetch
+// them again. Every blob is checked against its size and sha256 before use: the cache and
+// the network are both untrusted.
+
+import { hex, sha256 } from './digest.js';
+
+const CACHE = 'tabgrid-blobs-v1';
+const ITEMSIZE = { float32: 4, int32: 4, uint32: 4, uint8: 1, float64: 8, int64: 8 };
+
+export class BlobError extends Error {}
+
+export function expectedSize(ref) {
+  return ref.shape.reduce((n, d) => n * d, 1) * ITEMSIZE[ref.dtype];
+}
+
+async function openCache() {
+  // The Cache API is missing in some private modes; then every blob is fetched.
+  try {
+    return await caches.open(CACHE);
+  } catch {
+    return null;
+  }
+}
+
+async function verified(ref, buffer) {
+  const bytes = new Uint8Array(buffer);
+  if (bytes.length !== expectedSize(ref)) {
+    throw new BlobError(`blob ${ref.digest} has ${bytes.length} bytes, its shape needs ${expectedSize(ref)}`);
+  }
+  const actual = hex(await sha256(bytes));
+  if (actual !== ref.digest) throw new BlobError(`blob ${ref.digest} arrived with sha256 ${actual}`);
+  return bytes;
+}
+
+export class BlobStore {
+  constructor(origin) {
+    this.origin = origin;
+    this.cache = openCache();
+    this.pending = new Map();
+  }
+
+  url(digest) {
+    return new URL(`/api/v1/blobs/${digest}`, this.origin).href;
+  }
+
+  // The blob's bytes; concurrent requests for one digest share one download.
+  get(ref) {
+    let promise = this.pending.get(ref.digest);
+    if (!promise) {
+      promise = this.load(ref).finally(() => this.pending.delete(ref.digest));
+      this.pending.set(ref.digest, promise);
+    }
+    return promise;
+  }
+
+  async load(ref) {
+    const cache = await this.cache;
+    const url = this.url(ref.digest);
+    const hit = cache && (await cache.match(url));
+    if (hit) {
+      try {
+        return await verified(ref, await hit.arrayBuffer());
+      } catch {
+        await cache.delete(url); // corrupt entry: fetch it again
+      }
+    }
+    const response = await fetch(url);
+    if (!response.ok) throw new BlobError(`GET blob ${ref.digest}: HTTP ${response.status}`);
+    const bytes = await verified(ref, await response.arrayBuffer());
+    if (cache) {
+      // A full quota only costs a later download.
+      cache.put(url, new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } })).catch(() => {});
+    }
+    return bytes;
+  }
+
+  async put(digest, bytes, auth) {
+    const response = await fetch(this.url(digest), {
+      method: 'PUT',
+      headers: { authorization: auth, 'content-type': 'application/octet-stream' },
+      body: bytes,
+    });
+    if (response.status !== 200 && response.status !== 201) {
+      throw new BlobError(`PUT blob ${digest}: HTTP ${response.status}: ${(await response.text()).slice(0, 300)}`);
+    }
+  }
+}

@@ -1,0 +1,401 @@
+// The tabgrid browser worker: a module Web Worker created by the contribute page when the
+// visitor presses Start. It owns the websocket, the blob cache and Pyodide; the page owns
+// consent and the controls, and tells this worker what the visitor chose.
+//
+// Flow control: at most one unit is asked for at a time (one `ready 1`), so Pause stops
+// leasing within one unit, and the usage cap is a rest after each unit in proportion to
+// the time it took.
+
+/* global KERNELS */
+import { BlobError, BlobStore } from './blobs.js';
+import { BusyMeter } from './busy.js';
+import { Connection } from './connection.js';
+import { errorItem, outputsItem } from './results.js';
+import { loadRuntime } from './runtime.js';
+
+const PROTOCOL = 1;
+const STATS_EVERY_MS = 1000;
+
+const post = (msg, transfer = []) => self.postMessage(msg, transfer);
+const log = (level, text) => post({ type: 'log', level, text });
+
+class VolunteerWorker {
+  constructor(config) {
+    this.config = config;
+    this.identity = { workerId: config.workerId ?? null, secret: config.secret ?? null };
+    this.duty = clampDuty(config.duty ?? 1);
+    this.pauses = new Set(config.paused ? ['hidden'] : []);
+    this.blobs = new BlobStore(new URL(config.wsURL.replace(/^ws/, 'http')).origin);
+    this.jobs = new Map();
+    this.queue = [];
+    this.credit = 0;
+    this.running = null;
+    this.finished = [];
+    this.restUntil = 0;
+    this.restTimer = null;
+    this.stopped = false;
+    this.runtime = null;
+    this.runtimeReady = false;
+    this.adapter = null;
+    this.idleReason = '';
+    this.reconnectAt = 0;
+    this.busy = new BusyMeter();
+    this.startedAt = performance.now();
+    this.counts = { done: 0, valid: 0, invalid: 0, errors: 0, pending: 0, credit: 0 };
+    this.firstResultMs = null;
+    this.current = { job: null, kernel: null };
+    this.wakeUp = null;
+    this.lastState = '';
+  }
+
+  async start() {
+    this.setState('loading', 'Checking the GPU…');
+    this.adapter = await adapterInfo();
+    if (!this.adapter) {
+      this.setState('error', 'This browser offers no WebGPU adapter, so there is nothing to compute on.');
+      return;
+    }
+    post({ type: 'adapter', ...this.adapter });
+    this.setState('loading', 'Loading Python (the first visit downloads about 10 MB)…');
+    // Pyodide loads while the websocket connects and the first unit's inputs download.
+    this.runtime = loadRuntime(this.config).then(
+      (runtime) => {
+        this.runtimeReady = true;
+        this.report();
+        return runtime;
+      },
+      (error) => {
+        this.fail(`Python failed to load: ${error?.message ?? error}`);
+        throw error;
+      },
+    );
+    this.runtime.catch(() => {});
+    this.conn = new Connection(this.config.wsURL, () => this.hello(), {
+      welcome: (msg) => this.welcomed(msg),
+      message: (msg) => this.receive(msg),
+      closed: (reason, delay) => this.disconnected(reason, delay),
+    });
+    this.conn.connect();
+    this.statsTimer = setInterval(() => this.postStats(), STATS_EVERY_MS);
+    this.loop();
+  }
+
+  hello() {
+    return {
+      type: 'hello',
+      kind: 'browser',
+      protocol: PROTOCOL,
+      worker_id: this.identity.workerId,
+      secret: this.identity.secret,
+      name: this.config.name || 'browser',
+      adapter: this.adapter,
+      kernels: KERNELS,
+    };
+  }
+
+  welcomed(msg) {
+    if (msg.worker_id !== this.identity.workerId) {
+      // A new identity: results computed under the old one would be judged as strangers'.
+      this.finished = this.finished.filter((f) => f.workerId === msg.worker_id);
+    }
+    this.identity = { workerId: msg.worker_id, secret: msg.secret };
+    post({ type: 'identity', ...this.identity });
+    this.credit = 0;
+    log('info', `connected as worker ${msg.worker_id.slice(0, 8)}`);
+    this.flush();
+    this.wake();
+  }
+
+  disconnected(reason, delay) {
+    // The coordinator releases this connection's leases at once; only a unit already
+    // computing is finished, and its result goes out after reconnecting.
+    this.queue = [];
+    this.credit = 0;
+    this.reconnectAt = performance.now() + delay;
+    log('warn', `disconnected: ${reason}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    this.report();
+  }
+
+  receive(msg) {
+    switch (msg.type) {
+      case 'job':
+        this.jobs.set(msg.job, msg);
+        break;
+      case 'lease':
+        this.credit = Math.max(0, this.credit - msg.leases.length);
+        this.queue.push(...msg.leases);
+        this.idleReason = '';
+        break;
+      case 'cancel': {
+        const dropped = new Set(msg.leases);
+        this.queue = this.queue.filter((l) => !dropped.has(l.lease));
+        this.finished = this.finished.filter((f) => !dropped.has(f.item.lease));
+        break;
+      }
+      case 'idle':
+        this.idleReason = msg.reason;
+        break;
+      case 'stats':
+        Object.assign(this.counts, {
+          valid: msg.valid,
+          invalid: msg.invalid,
+          errors: msg.errors,
+          pending: msg.pending,
+          credit: msg.credit,
+        });
+        this.postStats();
+        break;
+      case 'error':
+        log('warn', `coordinator: ${msg.code}: ${msg.message}`);
+        break;
+      case 'bye':
+        log('warn', `coordinator said bye: ${msg.reason}`);
+        break;
+      default:
+        break;
+    }
+    this.wake();
+  }
+
+  // ---- the compute loop -------------------------------------------------------------------
+
+  wake() {
+    const resolve = this.wakeUp;
+    this.wakeUp = null;
+    resolve?.();
+  }
+
+  async loop() {
+    while (!this.stopped) {
+      const lease = this.queue.shift();
+      if (lease) {
+        await this.compute(lease);
+        this.rest();
+        continue;
+      }
+      this.topUp();
+      this.report();
+      await new Promise((resolve) => {
+        this.wakeUp = resolve;
+      });
+    }
+  }
+
+  topUp() {
+    if (this.pauses.size || this.credit > 0 || !this.conn?.open) return;
+    if (performance.now() < this.restUntil) return;
+    this.credit = 1;
+    this.conn.send({ type: 'ready', n: 1 });
+  }
+
+  rest() {
+    const last = this.lastBusyMs ?? 0;
+    if (this.duty >= 1 || last <= 0) return;
+    const ms = last * (1 / this.duty - 1);
+    this.restUntil = performance.now() + ms;
+    clearTimeout(this.restTimer);
+    this.restTimer = setTimeout(() => this.wake(), ms);
+  }
+
+  async compute(lease) {
+    this.running = lease;
+    const spec = this.jobs.get(lease.job);
+    this.current = { job: lease.job, kernel: spec?.kernel ?? null };
+    this.report();
+    let item;
+    this.lastBusyMs = 0;
+    try {
+      if (!spec) throw new Error(`no job description for job ${lease.job} arrived before its lease`);
+      const params = { ...spec.params, ...lease.params };
+      const inputs = await this.inputs({ ...spec.inputs, ...lease.inputs });
+      const runtime = await this.runtime;
+      const t0 = performance.now();
+      const result = await runtime.run(spec.kernel, params, inputs);
+      const t1 = performance.now();
+      this.busy.add(t0, t1);
+      this.lastBusyMs = t1 - t0;
+      if (result.error !== undefined) {
+        item = errorItem(lease.lease, result.error, result.ms);
+        log('warn', `unit ${lease.unit} of job ${lease.job} failed: ${result.error.split('\n')[0]}`);
+      } else {
+        item = await outputsItem(lease.lease, result.outputs, result.ms, this.uploadContext());
+        if (spec.kernel === 'mandelbrot') this.showTile(lease, params, result.outputs);
+      }
+    } catch (error) {
+      if (this.stopped) return;
+      const text = error instanceof BlobError ? error.message : `${error?.name ?? 'Error'}: ${error?.message ?? error}`;
+      item = errorItem(lease.lease, text);
+      log('warn', `unit ${lease.unit} of job ${lease.job}: ${text}`);
+    } finally {
+      this.running = null;
+    }
+    this.counts.done += 1;
+    this.finished.push({ workerId: this.identity.workerId, item });
+    this.flush();
+    this.postStats();
+  }
+
+  async inputs(refs) {
+    return Promise.all(
+      Object.entries(refs).map(async ([name, ref]) => ({
+        name,
+        dtype: ref.dtype,
+        shape: ref.shape,
+        data: await this.blobs.get(ref),
+      })),
+    );
+  }
+
+  uploadContext() {
+    const { workerId, secret } = this.identity;
+    return {
+      blobs: this.blobs,
+      welcome: this.conn.welcome ?? { max_inline: 0 },
+      auth: `Worker ${workerId}:${secret}`,
+    };
+  }
+
+  flush() {
+    if (!this.conn?.open || !this.finished.length) return;
+    const current = this.finished.filter((f) => f.workerId === this.identity.workerId);
+    if (this.conn.send({ type: 'result', results: current.map((f) => f.item) })) {
+      this.finished = [];
+      if (this.firstResultMs === null) this.firstResultMs = performance.now() - this.startedAt;
+    }
+  }
+
+  showTile(lease, params, outputs) {
+    const iters = outputs.find((o) => o.name === 'iters');
+    if (!iters) return;
+    const copy = new Uint32Array(iters.data.slice().buffer);
+    const { width, height, max_iter: maxIter, x0, y0, x1, y1 } = params;
+    post({ type: 'tile', width, height, maxIter, iters: copy, x0, y0, x1, y1, job: lease.job, unit: lease.unit }, [copy.buffer]);
+  }
+
+  // ---- controls from the page --------------------------------------------------------------
+
+  pause(reason) {
+    this.pauses.add(reason);
+    this.report();
+  }
+
+  resume(reason) {
+    this.pauses.delete(reason);
+    this.wake();
+    this.report();
+  }
+
+  setDuty(duty) {
+    this.duty = clampDuty(duty);
+    if (this.duty >= 1) this.restUntil = 0;
+    this.wake();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearInterval(this.statsTimer);
+    clearTimeout(this.restTimer);
+    this.conn?.stop('the visitor stopped contributing');
+    this.setState('stopped', 'Stopped.');
+    this.wake();
+  }
+
+  fail(text) {
+    log('error', text);
+    this.stopped = true;
+    this.conn?.stop(text.slice(0, 100));
+    this.setState('error', text);
+  }
+
+  async loseDevice() {
+    (await this.runtime).loseDevice();
+  }
+
+  // ---- reporting --------------------------------------------------------------------------
+
+  report() {
+    if (this.stopped) return;
+    if (this.running) {
+      const job = this.current.job;
+      this.setState('running', `Computing a ${this.current.kernel ?? ''} unit of job ${job}.`);
+    } else if (!this.runtimeReady) {
+      this.setState('loading', 'Loading Python and the tabgrid runtime…');
+    } else if (!this.conn?.open) {
+      const wait = Math.max(0, this.reconnectAt - performance.now());
+      const detail = this.reconnectAt ? `Reconnecting in ${Math.ceil(wait / 1000)} s…` : 'Connecting…';
+      this.setState(this.reconnectAt ? 'reconnecting' : 'connecting', detail);
+    } else if (this.pauses.size) {
+      const why = this.pauses.has('user') ? 'Paused.' : 'Paused while the tab is hidden.';
+      this.setState('paused', why);
+    } else if (this.queue.length) {
+      this.setState('running', 'Starting the next unit…');
+    } else {
+      this.setState('waiting', this.idleReason ? `Waiting for work: ${this.idleReason}` : 'Waiting for work…');
+    }
+  }
+
+  setState(state, detail) {
+    const key = `${state}\0${detail}`;
+    if (key === this.lastState) return;
+    this.lastState = key;
+    post({ type: 'state', state, detail });
+  }
+
+  postStats() {
+    if (this.stopped) return;
+    post({
+      type: 'stats',
+      ...this.counts,
+      job: this.current.job,
+      kernel: this.current.kernel,
+      busy: this.busy.fraction(),
+      firstResultMs: this.firstResultMs,
+    });
+    this.report();
+  }
+}
+
+function clampDuty(duty) {
+  const value = Number(duty);
+  return Number.isFinite(value) ? Math.min(1, Math.max(0.1, value)) : 1;
+}
+
+async function adapterInfo() {
+  if (!self.navigator.gpu) return null;
+  const adapter = await self.navigator.gpu.requestAdapter();
+  if (!adapter) return null;
+  const info = adapter.info ?? {};
+  return { vendor: info.vendor ?? '', architecture: info.architecture ?? '', description: info.description ?? '' };
+}
+
+let worker = null;
+
+self.onmessage = (event) => {
+  const msg = event.data ?? {};
+  if (msg.type === 'start') {
+    if (worker) return;
+    worker = new VolunteerWorker(msg.config ?? {});
+    worker.start().catch((error) => worker.fail(`the worker failed to start: ${error?.message ?? error}`));
+    return;
+  }
+  if (!worker) return;
+  switch (msg.type) {
+    case 'pause':
+      worker.pause(msg.reason ?? 'user');
+      break;
+    case 'resume':
+      worker.resume(msg.reason ?? 'user');
+      break;
+    case 'cap':
+      worker.setDuty(msg.duty);
+      break;
+    case 'stop':
+      worker.stop();
+      break;
+    case 'lose-device':
+      worker.loseDevice().catch(() => {});
+      break;
+    default:
+      break;
+  }
+};
