@@ -24,6 +24,6 @@ class Runtime {
   }
 
   loseDevice() {
-    this.browser.lose_device();
+    return this.browser.lose_device();
   }
 }

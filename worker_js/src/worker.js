@@ -308,7 +308,8 @@ class VolunteerWorker {
   }
 
   async loseDevice() {
-    (await this.runtime).loseDevice();
+    await (await this.runtime).loseDevice();
+    log('warn', 'the GPU device was lost; the next unit requests a new one');
   }
 
   // ---- reporting --------------------------------------------------------------------------

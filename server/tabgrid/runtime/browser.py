@@ -61,5 +61,7 @@ async def run(kernel: str, params_json: str, inputs: Any) -> Any:
     return js_object(result)
 
 
-def lose_device() -> None:
+async def lose_device() -> None:
+    """Open the device if there is none yet, then destroy it, as a driver reset would."""
+    await gpu.ensure_device()
     gpu.lose_device()
