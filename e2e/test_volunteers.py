@@ -86,6 +86,12 @@ def test_three_tabs_validate_matmul_and_mandelbrot(
     assert bystander.state not in STARTED
     leased_to = {w for (w,) in site.query("SELECT DISTINCT worker_id FROM replicas")}
     assert leased_to <= tabs
+
+    # Nothing but the coordinator's own origin was asked for: Pyodide, the wheel, the blobs.
+    for tab in [*fleet, bystander]:
+        foreign = [u for u in tab.requests if not u.startswith((site.url + "/", "data:"))]
+        assert not foreign, f"{tab.name} requested {foreign[:5]}"
+    assert any("pyodide.asm.wasm" in u for u in fleet[0].requests)
     bystander.close()
 
 

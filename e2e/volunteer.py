@@ -107,7 +107,9 @@ class Volunteer:
         self.url = url
         self.page: Page = context.new_page()
         self.websockets: list[str] = []
+        self.requests: list[str] = []
         self.log: list[str] = []
+        context.on("request", lambda r: self.requests.append(r.url))
         self._watch(self.page)
         self.page.goto(url)
 
