@@ -140,9 +140,7 @@ class JsGpu:
         module = device.createShaderModule(js_object({"code": shader}))
         info = await module.getCompilationInfo()
         errors = [
-            f"line {m.lineNum}:{m.linePos}: {m.message}"
-            for m in info.messages
-            if m.type == "error"
+            f"line {m.lineNum}:{m.linePos}: {m.message}" for m in info.messages if m.type == "error"
         ]
         desc = js_object({"layout": "auto", "compute": {"module": module, "entryPoint": entry}})
         raw = device.createComputePipeline(desc)
