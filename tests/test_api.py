@@ -551,7 +551,7 @@ def test_openapi_documents_every_route(api: Api) -> None:
         (method, route.path)
         for route in api.client.app.routes  # type: ignore[attr-defined]
         if getattr(route, "methods", None)
-        and route.path.startswith(("/api", "/healthz", "/openapi"))
+        and route.path.startswith(("/api", "/healthz", "/openapi", "/metrics"))
         for method in route.methods - {"HEAD"}
     }
     assert served and served == documented

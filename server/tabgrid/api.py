@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tabgrid import api_blobs, api_jobs, auth, problems
+from tabgrid import api_blobs, api_jobs, api_operator_table, auth, problems
 from tabgrid.api_blobs import BlobStored
 from tabgrid.httpio import decode, json_response, read_body, services
 from tabgrid.openapi import Endpoint, Media, Query, document
@@ -30,7 +30,7 @@ from tabgrid.protocol import (
     UnitResultLine,
 )
 from tabgrid.settings import Settings
-from tabgrid.store import tokens
+from tabgrid.store import audit, tokens
 
 PREFIX = "/api/v1"
 Handler = Callable[[Request], Awaitable[Response]]
@@ -42,14 +42,22 @@ class Health(msgspec.Struct):
 
 
 async def create_token(request: Request) -> Response:
-    await auth.principal(request, auth.OPERATOR)
+    who = await auth.principal(request, auth.OPERATOR)
     svc = services(request)
     body = await read_body(request, svc.settings.limits.max_body)
     want = decode(body, TokenCreate, _token_decoder)
-    token_id, token = await svc.store.run(tokens.create, want.role, want.name, time.time())
+    token_id, token = await svc.store.run(_create_token, want, who, time.time())
     return json_response(
         TokenCreated(id=token_id, role=want.role, name=want.name, token=token), 201
     )
+
+
+def _create_token(
+    conn: Connection, want: TokenCreate, who: tokens.Principal, now: float
+) -> tuple[int, str]:
+    token_id, token = tokens.create(conn, want.role, want.name, now)
+    audit.record(conn, who, "create token", f"token {token_id}", f"{want.role} {want.name!r}", now)
+    return token_id, token
 
 
 async def healthz(request: Request) -> Response:
@@ -187,6 +195,7 @@ ENDPOINTS: list[Endpoint] = [
         status=201,
         problems=(400, 413, 422),
     ),
+    *api_operator_table.endpoints(PREFIX, _JOB),
     Endpoint("GET", "/healthz", healthz, "Liveness", auth=(), returns=Health, problems=(503,)),
     Endpoint("GET", "/openapi.json", openapi_json, "This document", auth=()),
 ]

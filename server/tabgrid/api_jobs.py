@@ -41,7 +41,7 @@ from tabgrid.protocol import (
     UnitResultLine,
     UnitState,
 )
-from tabgrid.store import jobs, tokens
+from tabgrid.store import audit, jobs, tokens
 from tabgrid.store.tokens import Principal
 
 RESULTS_PAGE = 1000
@@ -275,6 +275,8 @@ def _cancel(
     if job is None:
         return None
     pairs = [] if job["state"] in FINAL else jobs.cancel_job(conn, job_id, now)
+    if who.is_operator and job["owner_id"] != who.id:
+        audit.record(conn, who, "cancel", f"job {job_id}", f"was {job['state']}", now)
     return pairs, _status_of(conn, jobs.job_record(conn, job_id) or job, now)
 
 
@@ -300,6 +302,8 @@ def _retire(
     if job is None:
         return None
     pairs = [] if job["state"] in FINAL else jobs.cancel_job(conn, job_id, now)
+    if who.is_operator and job["owner_id"] != who.id:
+        audit.record(conn, who, "cancel", f"job {job_id}", f"was {job['state']}", now)
     return pairs, jobs.retire_job(conn, job_id)
 
 

@@ -15,9 +15,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from tabgrid.blobs import BlobStore
+from tabgrid.console import ConsoleHub
 from tabgrid.scheduler import Scheduler
 from tabgrid.settings import Settings
 from tabgrid.store import Store, notify
+from tabgrid.telemetry import HttpLatency, Telemetry
 
 log = logging.getLogger("tabgrid")
 
@@ -30,6 +32,8 @@ class Services:
     store: Store
     blobs: BlobStore
     scheduler: Scheduler
+    telemetry: Telemetry
+    hub: ConsoleHub
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -37,13 +41,17 @@ def create_app(settings: Settings) -> Starlette:
 
     store = Store(settings.db)
     blobs = BlobStore(settings.blob_dir)
-    services = Services(settings, store, blobs, Scheduler(store, blobs, settings))
+    telemetry = Telemetry()
+    scheduler = Scheduler(store, blobs, settings, telemetry)
+    hub = ConsoleHub(store, scheduler, telemetry, settings.console_interval_s)
+    services = Services(settings, store, blobs, scheduler, telemetry, hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = [
             _supervised(services.scheduler.run(), "scheduler"),
             _supervised(services.scheduler.sweep(), "lease sweeper"),
+            _supervised(hub.run(), "console hub"),
         ]
         if store.is_postgres:
             wake = services.scheduler.poke
@@ -63,7 +71,11 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers=api.exception_handlers(),
-        middleware=[Middleware(web.SecurityHeaders), *api.middleware(settings)],
+        middleware=[
+            Middleware(web.SecurityHeaders),
+            Middleware(HttpLatency, telemetry=telemetry, routes=routes),
+            *api.middleware(settings),
+        ],
     )
     app.state.services = services
     return app

@@ -28,6 +28,7 @@ from tabgrid.protocol import (
     encoder,
     worker_decoder,
 )
+from tabgrid.store import bans
 from tabgrid.store import workers as workers_q
 
 log = logging.getLogger("tabgrid.gateway")
@@ -56,6 +57,9 @@ class WorkerConnection:
         self.addr = ws.client.host if ws.client else ""
         self.state = State.HELLO
         self.worker_id = ""
+        self.kind = ""
+        self.connected_at = time.time()
+        self.draining = False
         self.credit = 0
         self.leases: set[int] = set()
         self.jobs_sent: set[int] = set()
@@ -153,7 +157,9 @@ class WorkerConnection:
         wid, secret, banned = await store.run(workers_q.register, hello, self.addr, time.time())
         if banned:
             raise ProtocolViolation("this worker is banned by the operator")
+        self.draining = await store.run(bans.draining, wid)
         self.worker_id = wid
+        self.kind = hello.kind
         self.state = State.SERVING
         self.post(
             Welcome(
@@ -165,6 +171,11 @@ class WorkerConnection:
         )
         self.scheduler.attach(self)
         log.info("worker %s (%s, %s) connected from %s", wid[:8], hello.kind, hello.name, self.addr)
+
+    def close(self, reason: str) -> None:
+        """Ends the connection from the coordinator's side (an operator's ban)."""
+        if self.state is not State.CLOSED:
+            self._closer = asyncio.ensure_future(self._close(1008, reason))
 
     async def _close(self, code: int, reason: str) -> None:
         self.post(Bye(reason=reason))

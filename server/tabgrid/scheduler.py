@@ -34,21 +34,27 @@ from tabgrid.store import leases as leases_q
 from tabgrid.store.notify import announce
 from tabgrid.store.results import Incoming, JobContext, Outcome, Validator
 from tabgrid.store.tables import Job, Unit
+from tabgrid.telemetry import Telemetry
 
 log = logging.getLogger("tabgrid.scheduler")
 
 
 class Peer(Protocol):
-    """What the scheduler needs of a worker connection."""
+    """What the scheduler (and the console) need of a worker connection."""
 
     worker_id: str
     addr: str
+    kind: str
+    connected_at: float
     credit: int
     leases: set[int]
     jobs_sent: set[int]
     idle_reason: str | None
+    draining: bool
 
     def post(self, msg: CoordinatorMessage) -> None: ...
+
+    def close(self, reason: str) -> None: ...
 
 
 @dataclass
@@ -59,10 +65,13 @@ class _TickResult:
 
 
 class Scheduler:
-    def __init__(self, store: Store, blobs: BlobStore, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, blobs: BlobStore, settings: Settings, telemetry: Telemetry
+    ) -> None:
         self.store = store
         self.blobs = blobs
         self.settings = settings
+        self.telemetry = telemetry
         self.peers: dict[str, Peer] = {}
         self._results: list[Incoming] = []
         self._hungry: set[str] = set()  # workers with credit to fill this tick
@@ -90,6 +99,8 @@ class Scheduler:
         self.peers[peer.worker_id] = peer
         if old is not None and old is not peer:
             old.post(Error(code="replaced", message="this worker connected again elsewhere"))
+        if peer.draining:
+            self.set_draining(peer.worker_id, True)  # tells it why it gets nothing
 
     async def detach(self, peer: Peer) -> None:
         """A disconnect releases the worker's leases at once."""
@@ -104,7 +115,7 @@ class Scheduler:
     def ready(self, peer: Peer, n: int) -> None:
         room = self.settings.limits.max_leases - len(peer.leases)
         peer.credit = max(0, min(peer.credit + n, room))
-        if peer.credit:
+        if peer.credit and not peer.draining:
             self._hungry.add(peer.worker_id)
             self._starving.discard(peer.worker_id)
             self._wake.set()
@@ -130,6 +141,26 @@ class Scheduler:
             if peer is not None:
                 peer.leases.difference_update(ids)
                 peer.post(Cancel(leases=ids, reason=reason))
+
+    def banned(self, worker_id: str, reason: str) -> None:
+        """The store has banned the worker: its connection goes now."""
+        peer = self.peers.get(worker_id)
+        if peer is not None:
+            peer.close(f"banned by the operator: {reason}")
+        self.poke()  # its released leases and discarded results want replicas
+
+    def set_draining(self, worker_id: str, draining: bool) -> None:
+        peer = self.peers.get(worker_id)
+        if peer is None:
+            return
+        peer.draining = draining
+        if draining:
+            reason = "drained by the operator: finishing the units it holds, taking no more"
+            peer.idle_reason = reason
+            peer.post(Idle(reason=reason))
+        elif peer.credit:
+            self._hungry.add(worker_id)
+            self._wake.set()
 
     def forget_job(self, job_id: int) -> None:
         self._contexts.pop(job_id, None)
@@ -165,7 +196,7 @@ class Scheduler:
         wanted = {
             wid: (p.addr, p.credit)
             for wid in self._hungry
-            if (p := self.peers.get(wid)) is not None and p.credit > 0
+            if (p := self.peers.get(wid)) is not None and p.credit > 0 and not p.draining
         }
         self._hungry.clear()
         if not batch and not wanted:
@@ -200,6 +231,7 @@ class Scheduler:
         return res
 
     def _deliver(self, res: _TickResult, wanted: dict[str, tuple[str, int]]) -> None:
+        self.telemetry.outcome(res.outcome)
         for wid, msg in res.outcome.rejected:
             if (p := self.peers.get(wid)) is not None:
                 p.post(Error(code="bad_result", message=msg))

@@ -34,6 +34,7 @@ class Settings:
     sweep_interval_s: float = 1.0
     restart_grace_s: float = 10.0  # leases left by a killed coordinator wait this long
     batch_window_s: float = 0.001
+    console_interval_s: float = 1.0  # the console hub's tick: its queries and its stream
     web_dir: Path | None = None  # the built contribute page; None: web/dist of this source tree
     limits: Limits = field(default_factory=Limits)
 

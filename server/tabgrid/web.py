@@ -1,4 +1,4 @@
-"""The contribute page and its static files (web/dist), and the headers every response carries.
+"""The contribute page, the console page, their static files (web/dist), and security headers.
 
 Files under /static have content-hashed or versioned names, so they are cached for a
 year as immutable; only the page itself is revalidated on every visit. The
@@ -8,6 +8,7 @@ compilation Pyodide needs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.requests import Request
@@ -77,16 +78,19 @@ class ImmutableFiles(StaticFiles):
         return response
 
 
-def routes(web_dir: Path) -> list[BaseRoute]:
-    index = web_dir / "index.html"
-
-    async def contribute(request: Request) -> Response:
-        if not index.is_file():
+def _page(path: Path) -> Callable[[Request], Awaitable[Response]]:
+    async def serve(request: Request) -> Response:
+        if not path.is_file():
             return HTMLResponse(_NOT_BUILT, status_code=503, headers={"cache-control": "no-store"})
-        return HTMLResponse(index.read_bytes(), headers={"cache-control": "no-cache"})
+        return HTMLResponse(path.read_bytes(), headers={"cache-control": "no-cache"})
 
+    return serve
+
+
+def routes(web_dir: Path) -> list[BaseRoute]:
     static = web_dir / "static"
     return [
-        Route("/", contribute, methods=["GET"]),
+        Route("/", _page(web_dir / "index.html"), methods=["GET"]),
+        Route("/console", _page(web_dir / "console.html"), methods=["GET"]),
         Mount("/static", ImmutableFiles(directory=static, check_dir=False), name="static"),
     ]

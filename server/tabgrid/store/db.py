@@ -46,7 +46,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 
 
 def create_schema(engine: Engine) -> None:
+    from tabgrid.store.migrate import add_missing_columns
+
     SQLModel.metadata.create_all(engine)
+    add_missing_columns(engine)
 
 
 class Db:

@@ -12,9 +12,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Float, bindparam, select, update
 
 from tabgrid.blobs import BlobStore
+from tabgrid.differences import describe as describe_difference
 from tabgrid.protocol import BlobRef, Output, Policy, ResultItem, Stats
 from tabgrid.runtime.array import ITEMSIZE
-from tabgrid.store import blob_rows, standing
+from tabgrid.store import blob_rows, disagreements, standing
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
 from tabgrid.store.leases import load_units_and_specs, save_units
 from tabgrid.store.sql import Many, insert_ignore
@@ -61,6 +62,12 @@ class Outcome:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     new_work: bool = False
     units_done: int = 0
+    # What the batch's results came to, for the console and /metrics.
+    valid: int = 0
+    invalid: int = 0
+    errors: int = 0
+    # Seconds from each newly validated unit's first result to its verdict.
+    latencies: list[float] = field(default_factory=list)
 
 
 class _Held(NamedTuple):
@@ -94,6 +101,9 @@ class Validator:
             if o.data is not None
         }
         self._kept = {}
+        self._outcome = out
+        self._now = now
+        self._disagreements: list[dict] = []
         accepted = self._accept(conn, batch, out)
         if not accepted:
             return out
@@ -115,6 +125,10 @@ class Validator:
         )
         save_units(conn, list(units.values()), now)
         out.stats = standing.credit(conn, tallies, now)
+        disagreements.record(conn, self._disagreements)
+        out.valid = sum(t.valid for t in tallies.values())
+        out.invalid = sum(t.invalid for t in tallies.values())
+        out.errors = sum(t.errors for t in tallies.values())
         return out
 
     def _accept(
@@ -194,6 +208,7 @@ class Validator:
             valid = [c.replica_id for c in fresh if agree(canon, c.outputs)]
             invalid = [c.replica_id for c in fresh if c.replica_id not in valid]
             self._judge(b, u, ctx, valid, invalid, owner, tallies)
+            self._note(u, ctx, Candidate(-1, canon), fresh, set(valid), owner)
             return False
         if ctx.policy.quorum == 1 and can_verify(ctx.kernel):
             return self._verify(b, u, ctx, fresh, owner, tallies)
@@ -201,9 +216,60 @@ class Validator:
         if verdict.canonical is not None:
             canon = next(c for c in fresh if c.replica_id == verdict.canonical)
             self._accept_canonical(u, canon)
+            self._outcome.latencies.append(
+                max(0.0, self._now - b.first_result.get(u.id, self._now))
+            )
             self._judge(b, u, ctx, verdict.valid, verdict.invalid, owner, tallies)
+            self._note(u, ctx, canon, fresh, set(verdict.valid), owner)
             return False
+        if len(fresh) >= ctx.policy.quorum:
+            self._note(u, ctx, None, fresh, set(), owner)
         return self._ask_more(u, ctx.policy, len(fresh))
+
+    def _note(self, u, ctx, canon, fresh, valid, owner) -> None:  # type: ignore[no-untyped-def]
+        """Adds a disagreement to the feed when some of ``fresh`` disagree with ``canon`` (or,
+        with no canonical result yet, with the first of them)."""
+        odd = [c for c in fresh if c.replica_id not in valid and c is not canon]
+        if canon is None:
+            canon, odd = fresh[0], fresh[1:]
+        if not odd:
+            return
+        lines = []
+        for c in odd:
+            try:
+                how = describe_difference(self._arrays(canon.outputs), self._arrays(c.outputs))
+            except Exception as e:  # noqa: BLE001 - the feed must not fail a batch
+                how = f"not comparable ({type(e).__name__}: {e})"
+            lines.append(f"worker {owner[c.replica_id][:8]}: {how}")
+        against = "the canonical result" if u.state == "done" else "the first result"
+        state = {c.replica_id: "valid" if c.replica_id in valid else "invalid" for c in fresh}
+        if u.state != "done":
+            state = dict.fromkeys(state, "undecided")
+        replicas = [
+            {
+                "replica": c.replica_id,
+                "worker": owner.get(c.replica_id, ""),
+                "state": state.get(c.replica_id, "canonical"),
+                "digest": next(iter(c.outputs.values())).digest if c.outputs else "",
+            }
+            for c in ([canon] if canon.replica_id not in state else []) + fresh
+            if c.replica_id >= 0
+        ]
+        self._disagreements.append(
+            {
+                "at": self._now,
+                "job_id": u.job_id,
+                "unit_id": u.id,
+                "idx": u.idx,
+                "kernel": ctx.kernel.NAME,
+                "summary": f"{len(odd)} of {len(fresh)} results differ from {against}: "
+                + "; ".join(lines),
+                "replicas": replicas,
+            }
+        )
+
+    def _arrays(self, outputs: dict[str, Output]) -> dict[str, Any]:
+        return {k: self._array(o) for k, o in outputs.items()}
 
     def _verify(self, b, u, ctx, fresh, owner, tallies) -> bool:  # type: ignore[no-untyped-def]
         params, refs = b.spec(u.id, ctx)
@@ -213,6 +279,7 @@ class Validator:
             outs = {k: self._array(o) for k, o in cand.outputs.items()}
             if verify_single(ctx.kernel, params, inputs, outs):
                 self._accept_canonical(u, cand)
+                self._outcome.latencies.append(0.0)
                 rest = [c.replica_id for c in fresh if c is not cand]
                 self._judge(b, u, ctx, [cand.replica_id], invalid + rest, owner, tallies)
                 return False
@@ -317,6 +384,7 @@ class _Batch:
 
     replicas: dict[int, list]
     specs: dict[int, tuple[str, str]]
+    first_result: dict[int, float] = field(default_factory=dict)
     valid: list[int] = field(default_factory=list)
     invalid: list[int] = field(default_factory=list)
 
@@ -348,7 +416,8 @@ class _Batch:
         replicas = {
             uid: [r for _, _, r in sorted(rows, key=_by_return)] for uid, rows in keyed.items()
         }
-        return cls(replicas, specs)
+        first = {uid: min(at for at, _, _ in rows) for uid, rows in keyed.items()}
+        return cls(replicas, specs, first)
 
     def spec(self, unit_id: int, ctx: JobContext) -> tuple[dict, dict[str, BlobRef]]:
         """The unit's merged params and inputs: the job's, overridden by the unit's own."""

@@ -117,6 +117,8 @@ class Worker(SQLModel, table=True):
     consecutive_valid: int = 0
     credit: float = 0.0
     banned: bool = False
+    ban_reason: str | None = None
+    draining: bool = False  # finishes its leases, gets no more
 
 
 class Blob(SQLModel, table=True):
@@ -138,4 +140,41 @@ class BlobUse(SQLModel, table=True):
     job_id: int = Field(primary_key=True, index=True)
 
 
-__all__ = ["Blob", "BlobUse", "Job", "Replica", "Token", "Unit", "Worker"]
+class AuditEntry(SQLModel, table=True):
+    """An operator's action: who, when, on what, and why."""
+
+    __tablename__ = "audit_log"
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    actor_id: int | None = None  # the token
+    actor: str  # its name when the action was taken
+    action: str
+    target: str
+    detail: str = ""
+
+
+class Disagreement(SQLModel, table=True):
+    """Results of one unit that did not agree, and how they differed (the console's feed)."""
+
+    __tablename__ = "disagreements"
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    job_id: int = Field(index=True)
+    unit_id: int
+    idx: int
+    kernel: str
+    summary: str
+    replicas: str  # JSON: [{replica, worker, state, digest}]
+
+
+__all__ = [
+    "AuditEntry",
+    "Blob",
+    "BlobUse",
+    "Disagreement",
+    "Job",
+    "Replica",
+    "Token",
+    "Unit",
+    "Worker",
+]

@@ -1,0 +1,102 @@
+"""The console's reads: the live stream, the worker table, a mandelbrot job's picture."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, select
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from tabgrid import auth, picture
+from tabgrid.blobs import BlobStore
+from tabgrid.console import View
+from tabgrid.httpio import path_int, services
+from tabgrid.problems import ProblemError, not_found
+from tabgrid.store import blob_rows
+from tabgrid.store.codec import loads, loads_outputs
+from tabgrid.store.tables import Job, Unit
+
+J = Job.__table__  # type: ignore[attr-defined]
+U = Unit.__table__  # type: ignore[attr-defined]
+MAX_STREAMS = 64  # concurrent console streams per coordinator
+
+
+async def stream(request: Request) -> Response:
+    """Server-sent events: a 'snapshot' about once a second (see console.py)."""
+    await auth.principal(request, auth.OPERATOR)
+    view = View.parse(request.query_params)
+    svc = services(request)
+    hub = svc.hub
+    if hub.viewers >= MAX_STREAMS:
+        raise ProblemError(503, "Service Unavailable", f"{MAX_STREAMS} consoles are open already")
+
+    async def events() -> AsyncIterator[bytes]:
+        hub.viewers += 1
+        try:
+            tick, since = -1, None
+            while True:
+                tick = await hub.wait_after(tick)
+                body = hub.snapshot(view, since)
+                since = hub.latest.t if hub.latest else None
+                yield b"event: snapshot\ndata: " + body + b"\n\n"
+        finally:
+            hub.viewers -= 1
+
+    headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+async def workers(request: Request) -> Response:
+    """One page of the worker table, as of the last tick (the same rows the stream pages)."""
+    await auth.principal(request, auth.OPERATOR)
+    hub = services(request).hub
+    if hub.latest is None:
+        await hub.wait_after(-1)
+    page = hub.workers_page(View.parse(request.query_params))
+    return Response(msgspec.json.encode(page), media_type="application/json")
+
+
+async def job_picture(request: Request) -> Response:
+    who = await auth.principal(request)
+    job_id = path_int(request, "id")
+    svc = services(request)
+    tiles = await svc.store.run(_tiles, job_id, who, svc.blobs)
+    try:
+        png = picture.render(tiles)
+    except picture.PictureError as e:
+        raise ProblemError(422, "Unprocessable Content", str(e)) from None
+    return Response(png, media_type="image/png", headers={"cache-control": "no-store"})
+
+
+def _tiles(
+    conn: Connection, job_id: int, who: Any, blobs: BlobStore
+) -> list[tuple[dict, Any | None]]:
+    import numpy as np
+
+    job = conn.execute(
+        select(J.c.owner_id, J.c.kernel, J.c.params, J.c.n_units).where(J.c.id == job_id)
+    ).first()
+    if job is None or not (who.is_operator or job.owner_id == who.id):
+        raise not_found(f"job {job_id} does not exist")
+    if job.kernel != "mandelbrot":
+        raise ProblemError(
+            422, "Unprocessable Content", f"job {job_id} is {job.kernel}, not a picture"
+        )
+    if job.n_units > picture.MAX_TILES:
+        raise ProblemError(422, "Unprocessable Content", f"job {job_id} has too many tiles to draw")
+    base = loads(job.params)
+    tiles = []
+    q = select(U.c.params, U.c.state, U.c.outputs).where(U.c.job_id == job_id).order_by(U.c.idx)
+    for params, state, outputs in conn.execute(q):
+        merged = base | loads(params)
+        iters = None
+        if state == "done" and outputs:
+            out = loads_outputs(outputs).get("iters")
+            if out is not None:
+                data = blob_rows.read(conn, out.digest) or blobs.read(out.digest)
+                iters = np.frombuffer(data, dtype="<u4").reshape(out.shape)
+        tiles.append((merged, iters))
+    return tiles

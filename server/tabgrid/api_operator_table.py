@@ -1,0 +1,138 @@
+"""The operator endpoints' rows of the API table (served and documented with the rest)."""
+
+from __future__ import annotations
+
+from tabgrid import api_console, api_operator
+from tabgrid.openapi import Endpoint, Media, Query
+from tabgrid.operator_bodies import (
+    AuditLog,
+    BanRequest,
+    NoBody,
+    PriorityRequest,
+    TokenList,
+    WorkerAction,
+)
+from tabgrid.protocol import JobStatus
+
+_VIEW = (
+    Query("sort", "string", "worker column to sort by (default credit)"),
+    Query("order", "string", "asc or desc", ("asc", "desc")),
+    Query("q", "string", "matches id, name, adapter or address"),
+    Query("kind", "string", "browser or native", ("", "browser", "native")),
+    Query("state", "string", "active, idle, draining, banned or offline"),
+    Query("page", "integer", "page number, from 0"),
+    Query("per_page", "integer", "rows per page, at most 100"),
+)
+
+
+def endpoints(prefix: str, job: str) -> list[Endpoint]:
+    worker = f"{prefix}/workers/{{id}}"
+    return [
+        Endpoint(
+            "GET",
+            f"{prefix}/console/stream",
+            api_console.stream,
+            "Server-sent events: a network snapshot about once a second (operators)",
+            returns=Media("text/event-stream", description="event: snapshot, data: JSON"),
+            query=_VIEW,
+            problems=(400, 401, 403, 503),
+        ),
+        Endpoint(
+            "GET",
+            f"{prefix}/workers",
+            api_console.workers,
+            "One page of the worker table (operators)",
+            query=_VIEW,
+            problems=(400, 401, 403),
+        ),
+        Endpoint(
+            "POST",
+            f"{worker}/ban",
+            api_operator.ban_worker,
+            "Ban a worker: its leases are released, its unvalidated results discarded",
+            body=BanRequest,
+            returns=WorkerAction,
+            problems=(400, 401, 403, 404, 422),
+        ),
+        *(
+            Endpoint(
+                "POST",
+                f"{worker}/{action}",
+                handler,
+                summary,
+                body=NoBody,
+                returns=WorkerAction,
+                problems=(400, 401, 403, 404),
+            )
+            for action, handler, summary in (
+                ("unban", api_operator.unban_worker, "Lift a worker's ban"),
+                ("drain", api_operator.drain_worker, "Let a worker finish its leases, no more"),
+                ("undrain", api_operator.undrain_worker, "Give a drained worker work again"),
+            )
+        ),
+        *(
+            Endpoint(
+                "POST",
+                f"{job}/{action}",
+                handler,
+                summary,
+                body=NoBody,
+                returns=JobStatus,
+                problems=(400, 401, 403, 404, 409),
+            )
+            for action, handler, summary in (
+                ("pause", api_operator.pause_job, "Stop leasing a job's units (operators)"),
+                ("resume", api_operator.resume_job, "Lease a paused job's units again"),
+            )
+        ),
+        Endpoint(
+            "POST",
+            f"{job}/priority",
+            api_operator.prioritize_job,
+            "Set a job's priority: higher runs first (operators)",
+            body=PriorityRequest,
+            returns=JobStatus,
+            problems=(400, 401, 403, 404, 422),
+        ),
+        Endpoint(
+            "GET",
+            f"{job}/picture.png",
+            api_console.job_picture,
+            "A mandelbrot job's picture from the tiles validated so far",
+            returns=Media("image/png"),
+            problems=(400, 404, 422),
+        ),
+        Endpoint(
+            "GET",
+            f"{prefix}/tokens",
+            api_operator.list_tokens,
+            "Every token, revoked ones too (operators)",
+            returns=TokenList,
+            problems=(401, 403),
+        ),
+        Endpoint(
+            "DELETE",
+            f"{prefix}/tokens/{{id}}",
+            api_operator.revoke_token,
+            "Revoke a token (operators)",
+            status=204,
+            problems=(400, 401, 403, 404),
+        ),
+        Endpoint(
+            "GET",
+            f"{prefix}/audit",
+            api_operator.audit_log,
+            "The latest operator actions, newest first",
+            returns=AuditLog,
+            query=(Query("limit", "integer", "entries, at most 500"),),
+            problems=(400, 401, 403),
+        ),
+        Endpoint(
+            "GET",
+            "/metrics",
+            api_operator.metrics,
+            "Prometheus metrics (operators)",
+            returns=Media("text/plain", description="Prometheus text format 0.0.4"),
+            problems=(401, 403),
+        ),
+    ]
