@@ -10,7 +10,7 @@ import pytest
 
 from tabgrid.blobs import BlobStore
 from tabgrid.protocol import Hello, JobSubmit, Output, Policy, ResultItem, UnitSpec
-from tabgrid.store import Store, blob_rows
+from tabgrid.store import Store, blob_rows, disagreements
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import leases as leases_q
 from tabgrid.store import workers as workers_q
@@ -129,6 +129,27 @@ def test_saboteur_is_outvoted_and_marked_invalid(store: Store, blobs: BlobStore)
     # exact comparison keeps only the canonical bytes (small ones in the database)
     assert store.tx(blob_rows.read, out("right")["y"].digest) == b"right"
     assert store.tx(blob_rows.read, out("wrong")["y"].digest) is None
+
+
+def test_disagreements_are_recorded_for_the_console(store: Store, blobs: BlobStore) -> None:
+    job = submit(store, 1, quorum=2, max_replicas=4)
+    honest1, bad, honest2 = worker(store, "1"), worker(store, "2"), worker(store, "3")
+    v = validator(store, blobs)
+    (l1,), (l2,) = claim(store, honest1, 1), claim(store, bad, 1)
+    report(store, v, honest1, l1.lease, "right")
+    report(store, v, bad, l2.lease, "wrong")
+    (first,) = store.tx(disagreements.recent, 10)
+    assert (
+        first["job_id"] == job and "1 of 2 results differ from the first result" in first["summary"]
+    )
+    assert {r["worker"] for r in first["replicas"]} == {honest1, bad}
+    (l3,) = claim(store, honest2, 1)
+    o = report(store, v, honest2, l3.lease, "right")
+    latest, _ = store.tx(disagreements.recent, 10)
+    assert f"worker {bad[:8]}" in latest["summary"] and "canonical" in latest["summary"]
+    states = {r["worker"]: r["state"] for r in latest["replicas"]}
+    assert states == {honest1: "valid", bad: "invalid", honest2: "valid"}
+    assert (o.valid, o.invalid, o.errors, o.units_done, len(o.latencies)) == (2, 1, 0, 1, 1)
 
 
 def test_disconnect_releases_leases_for_others(store: Store, blobs: BlobStore) -> None:

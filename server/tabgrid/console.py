@@ -67,10 +67,11 @@ class View:
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> View:
         def number(name: str, default: int, hi: int) -> int:
+            """A non-negative integer, capped at ``hi`` (as other page sizes are)."""
             raw = params.get(name, str(default))
-            if not raw.isdigit() or not 0 <= int(raw) <= hi:
-                raise _bad(f"{name} must be an integer from 0 to {hi}, not {raw!r}")
-            return int(raw)
+            if not raw.isdigit():
+                raise _bad(f"{name} must be a non-negative integer, not {raw!r}")
+            return min(int(raw), hi)
 
         view = cls(
             sort=params.get("sort", "credit"),
