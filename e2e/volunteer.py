@@ -56,6 +56,7 @@ class Site:
         db = f"sqlite:///{self.db_path}"
         self.coordinator = Coordinator(db, data, "--allow-same-address")
         self.token = issue_token(db, "submitter", "e2e")
+        self.operator_token = issue_token(db, "operator", "ops")
 
     @property
     def url(self) -> str:

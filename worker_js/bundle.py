@@ -30,6 +30,9 @@ SERVER = ROOT / "server"
 STAMP = DIST / ".inputs"
 PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip")
 RUNTIME_VERSION = "0.1.0"
+# Each page: its template in web/ and the entry points it names.
+PAGES = {"index.html": ("page.js", "page.css"), "console.html": ("console.js", "console.css")}
+PAGE_ENTRIES = tuple(entry for entries in PAGES.values() for entry in entries)
 
 
 def say(text: str) -> None:
@@ -87,8 +90,7 @@ def _esbuild(out: Path) -> dict[str, str]:
     cmd = [
         str(HERE / "node_modules" / ".bin" / "esbuild"),
         str(HERE / "src" / "worker.js"),
-        str(WEB / "page.js"),
-        str(WEB / "page.css"),
+        *(str(WEB / name) for name in PAGE_ENTRIES),
         "--bundle",
         "--format=esm",
         "--target=es2022",
@@ -100,7 +102,9 @@ def _esbuild(out: Path) -> dict[str, str]:
         "--log-level=warning",
         f"--define:KERNELS={json.dumps(_kernel_names())}",
     ]
-    subprocess.run(cmd, check=True)
+    # The pages import npm packages by bare name; they live in worker_js/node_modules.
+    env = {**os.environ, "NODE_PATH": str(HERE / "node_modules")}
+    subprocess.run(cmd, check=True, env=env)
     names: dict[str, str] = {}
     for output, info in json.loads(meta.read_text())["outputs"].items():
         entry = info.get("entryPoint")
@@ -130,17 +134,15 @@ def _pyodide(out: Path, python: str) -> tuple[str, str]:
     return base, base + hashed.name
 
 
-def _index(out: Path, names: dict[str, str], pyodide_index: str, pyodide_lock: str) -> None:
-    html = (WEB / "index.html").read_text(encoding="utf-8")
-    for key, value in {
-        "%PAGE_JS%": names["page.js"],
-        "%PAGE_CSS%": names["page.css"],
-        "%WORKER_JS%": names["worker.js"],
-        "%PYODIDE_INDEX%": pyodide_index,
-        "%PYODIDE_LOCK%": pyodide_lock,
-    }.items():
-        html = html.replace(key, value)
-    (out / "index.html").write_text(html, encoding="utf-8")
+def _pages(out: Path, names: dict[str, str], pyodide_index: str, pyodide_lock: str) -> None:
+    """Each page template with its placeholders (%PAGE_JS%, %CONSOLE_CSS%, ...) filled in."""
+    values = {f"%{Path(e).stem.upper()}_{Path(e).suffix[1:].upper()}%": names[e] for e in names}
+    values |= {"%PYODIDE_INDEX%": pyodide_index, "%PYODIDE_LOCK%": pyodide_lock}
+    for page in PAGES:
+        html = (WEB / page).read_text(encoding="utf-8")
+        for key, value in values.items():
+            html = html.replace(key, value)
+        (out / page).write_text(html, encoding="utf-8")
     (out / "manifest.json").write_text(
         json.dumps({**names, "pyodide_index": pyodide_index, "pyodide_lock": pyodide_lock})
     )
@@ -153,7 +155,7 @@ def build(python: str) -> None:
         out.mkdir()
         names = _esbuild(out)
         index, lock = _pyodide(out, python)
-        _index(out, names, index, lock)
+        _pages(out, names, index, lock)
         (out / ".inputs").write_text(inputs_hash() + "\n")
         # Swap in whole, so a server never sees a half-built directory for long.
         old = Path(tmp) / "old"

@@ -234,13 +234,7 @@ class Validator:
             canon, odd = fresh[0], fresh[1:]
         if not odd:
             return
-        lines = []
-        for c in odd:
-            try:
-                how = describe_difference(self._arrays(canon.outputs), self._arrays(c.outputs))
-            except Exception as e:  # noqa: BLE001 - the feed must not fail a batch
-                how = f"not comparable ({type(e).__name__}: {e})"
-            lines.append(f"worker {owner[c.replica_id][:8]}: {how}")
+        lines = [f"worker {owner[c.replica_id][:8]}: {self._how(canon, c)}" for c in odd]
         against = "the canonical result" if u.state == "done" else "the first result"
         state = {c.replica_id: "valid" if c.replica_id in valid else "invalid" for c in fresh}
         if u.state != "done":
@@ -267,6 +261,24 @@ class Validator:
                 "replicas": replicas,
             }
         )
+
+    def _how(self, reference: Candidate, other: Candidate) -> str:
+        """How ``other``'s outputs differ from ``reference``'s, element by element when both
+        are at hand; by digest when not (under exact comparison only canonical bytes stay)."""
+        try:
+            return describe_difference(self._arrays(reference.outputs), self._arrays(other.outputs))
+        except Exception:  # noqa: BLE001 - the feed must not fail a batch
+            a, b = reference.outputs, other.outputs
+            differ = [n for n in sorted(set(a) | set(b)) if n not in a or n not in b
+                      or a[n].digest != b[n].digest]  # fmt: skip
+            return (
+                "; ".join(
+                    f"{n}: different bytes (sha256 {a[n].digest[:8] if n in a else '-'} "
+                    f"vs {b[n].digest[:8] if n in b else '-'})"
+                    for n in differ
+                )
+                or "same bytes, judged different by the comparator"
+            )
 
     def _arrays(self, outputs: dict[str, Output]) -> dict[str, Any]:
         return {k: self._array(o) for k, o in outputs.items()}
