@@ -23,6 +23,9 @@ export class Picture {
     this.timer = null;
     this.loading = false;
     this.fetchedState = null; // the job state at the last fetch
+    this.img.addEventListener('load', () => {
+      this.img.classList.toggle('pixelated', this.img.naturalWidth < this.img.clientWidth);
+    });
   }
 
   // The operator clicked a job with a picture.

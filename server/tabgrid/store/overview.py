@@ -30,7 +30,7 @@ def network(conn: Connection) -> dict:
         .select_from(U.join(J, U.c.job_id == J.c.id))
         .where(J.c.state == "running", text("units.want > 0"))  # literal: the partial index
     ).scalar_one()
-    states = dict(
+    states = {"running": 0, "paused": 0} | dict(
         conn.execute(
             select(J.c.state, func.count())
             .where(J.c.state.in_(("running", "paused")))
