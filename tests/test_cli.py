@@ -20,6 +20,7 @@ import pytest
 
 from tabgrid import cli, demo
 from tabgrid.client import TabgridError
+from tabgrid.png import encode as encode_png
 from tabgrid.protocol import JobStatus, Policy, UnitCounts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,7 +303,7 @@ def test_demo_png_is_a_valid_greyscale_image() -> None:
     assert grey.dtype == np.uint8
     assert grey[0, 0] == 0 and grey[0, 2] == 0 and grey[1, 2] == 0  # in the set: black
     assert 0 < grey[1, 0] < grey[0, 1] < grey[1, 1] <= 255
-    png = demo.png_gray(grey)
+    png = encode_png(grey)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     length, kind = struct.unpack(">I4s", png[8:16])
     assert (kind, struct.unpack(">II", png[16:24])) == (b"IHDR", (3, 2))
@@ -408,9 +409,10 @@ def test_demo_runs_a_job_to_the_end_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 0, "".join(lines) + rest
     output = "".join(lines)
-    assert f"open            http://127.0.0.1:{port}/" in output
+    assert f"contribute      http://127.0.0.1:{port}/" in output
     assert "one machine, one address" in output
-    token = tmp_path / "demo" / "demo-token"
-    assert token.stat().st_mode & 0o777 == 0o600
+    assert f"console         http://127.0.0.1:{port}/console" in output
+    for name in ("demo-token", "operator-token"):
+        assert (tmp_path / "demo" / name).stat().st_mode & 0o777 == 0o600
     # The coordinator was stopped with the demo: the port is free again.
     assert demo.port_free("127.0.0.1", port)

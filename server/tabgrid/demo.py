@@ -14,18 +14,19 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import textwrap
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from tabgrid import png
 from tabgrid.cli import DEMO_DATA, TOKEN_FILE, CliError, on_interrupt
+
+OPERATOR_TOKEN_FILE = "operator-token"
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,6 +68,7 @@ def run_demo(port: int = 8000, data_dir: Path = DEMO_DATA, workers: int = 1) -> 
     try:
         coordinator.wait_ready(url)
         token = demo_token(url, coordinator.db, data_dir)
+        demo_token(url, coordinator.db, data_dir, "operator")
         from tabgrid.client import Client
 
         with Client(url, token) as client:
@@ -183,34 +185,35 @@ def port_free(host: str, port: int) -> bool:
 # ---- token and jobs --------------------------------------------------------------------------
 
 
-def demo_token(url: str, db: str, data_dir: Path) -> str:
-    """The saved submitter token when the coordinator still knows it, else a new one."""
-    path = data_dir / TOKEN_FILE
+# What each demo token may do, checked against the coordinator before a saved one is reused.
+_TOKEN_CHECKS = {"submitter": "/api/v1/jobs?limit=1", "operator": "/api/v1/tokens"}
+
+
+def demo_token(url: str, db: str, data_dir: Path, role: str = "submitter") -> str:
+    """The saved token of ``role`` when the coordinator still takes it, else a new one."""
+    path = data_dir / (TOKEN_FILE if role == "submitter" else OPERATOR_TOKEN_FILE)
     with contextlib.suppress(OSError):
         saved = path.read_text(encoding="utf-8").strip()
-        if saved and token_works(url, saved):
+        if saved and token_works(url, saved, _TOKEN_CHECKS[role]):
             return saved
     from tabgrid.store import open_store
 
     store = open_store(db)
     try:
-        _, token = store.create_token("submitter", "demo")
+        _, token = store.create_token(role, f"demo {role}")
     finally:
         store.close()
     write_secret(path, token)
     return token
 
 
-def token_works(url: str, token: str) -> bool:
-    from tabgrid.client import Client, TabgridError
+def token_works(url: str, token: str, path: str) -> bool:
+    import httpx
 
-    try:
-        with Client(url, token) as client:
-            client.jobs(limit=1)
-    except TabgridError as exc:
-        if exc.status in (401, 403):
-            return False
-        raise
+    response = httpx.get(url + path, headers={"authorization": f"Bearer {token}"}, timeout=30)
+    if response.status_code in (401, 403):
+        return False
+    response.raise_for_status()
     return True
 
 
@@ -278,7 +281,7 @@ def submit_mandelbrot(client: Client, data_dir: Path) -> DemoJob:
     def finish(client: Client) -> str:
         image = assemble_mandelbrot(client.results(status.id), w, h, t)
         path = data_dir / "mandelbrot.png"
-        path.write_bytes(png_gray(shade(image, MANDEL_ITER)))
+        path.write_bytes(png.encode(shade(image, MANDEL_ITER), level=9))
         return f"image saved to {path}"
 
     about = (
@@ -328,24 +331,6 @@ def shade(iters: np.ndarray, max_iter: int) -> np.ndarray:
     return grey
 
 
-def png_gray(pixels: np.ndarray) -> bytes:
-    """An 8-bit greyscale PNG: enough to look at the picture without an imaging library."""
-    height, width = pixels.shape
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    rows = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows, 9))
-        + chunk(b"IEND", b"")
-    )
-
-
 # ---- what the person sees --------------------------------------------------------------------
 
 
@@ -374,7 +359,9 @@ def print_intro(
     out = [
         "",
         "tabgrid demo",
-        f"  open            {url}/   in a browser",
+        f"  contribute      {url}/   in a browser with WebGPU: press Start",
+        f"  console         {url}/console   sign in with the token in "
+        f"{data_dir / OPERATOR_TOKEN_FILE}",
         f"  data            {data_dir}/   (database, blobs, {TOKEN_FILE}, logs)",
         f"  coordinator log {coordinator.log_path}",
         "  note            replicas of a unit must come from different workers, but not from",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 from typing import Any
+
+from tabgrid import png
 
 MAX_PIXELS = 4096 * 4096
 MAX_TILES = 10_000
@@ -57,21 +57,4 @@ def render(tiles: list[tuple[dict, Any | None]]) -> bytes:
         rgb[iters >= max_iter] = 0
         h, w = iters.shape
         image[row : row + h, col : col + w] = rgb.astype(np.uint8)
-    return encode_png(image[::-1])  # row 0 is y0, the bottom of the plane
-
-
-def encode_png(rgb: Any) -> bytes:
-    height, width, _ = rgb.shape
-    raw = b"".join(b"\0" + rgb[y].tobytes() for y in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw, 6))
-        + chunk(b"IEND", b"")
-    )
+    return png.encode(np.ascontiguousarray(image[::-1]))  # row 0 is y0: the bottom
