@@ -186,7 +186,6 @@ def harness_calls(context: BrowserContext, url: str, calls: list[dict[str, Any]]
 # Python on the worker's thread.
 PROFILE_INSTALL = r"""
 import asyncio, time
-from js import GPUMapMode, Uint8Array
 from tabgrid.kernels import matmul as _matmul
 from tabgrid.runtime import browser as _browser, gpu_js as _gpu_js
 
@@ -215,28 +214,6 @@ def _timed(owner, attr, name):
                 _note(name, t0)
     setattr(owner, attr, wrapper)
 
-async def _read_in_steps(self, buf):
-    # JsGpu.read, step by step (no error handling: the profile runs only good units).
-    device = await self.ensure_device()
-    t0 = time.perf_counter()
-    staging = device.createBuffer(self._descriptor(buf.raw.size, _gpu_js._STAGING, False))
-    encoder = device.createCommandEncoder()
-    encoder.copyBufferToBuffer(buf.raw, 0, staging, 0, buf.raw.size)
-    device.queue.submit([encoder.finish()])
-    _note("read: copy encoded and submitted", t0)
-    t0 = time.perf_counter()
-    await self._raise_pending()
-    _note("read: WAIT dispatch error scope", t0)
-    t0 = time.perf_counter()
-    await staging.mapAsync(GPUMapMode.READ)
-    _note("read: WAIT mapAsync", t0)
-    t0 = time.perf_counter()
-    data = Uint8Array.new(staging.getMappedRange(), 0, buf.size).to_bytes()
-    staging.unmap()
-    staging.destroy()
-    _note("read: bytes out, unmap, destroy", t0)
-    return data
-
 _timed(_browser, "run", "browser.run, whole")
 _timed(_browser, "run_unit", "run_unit, whole")
 _timed(_browser, "_inputs", "browser._inputs (JS inputs to Arrays)")
@@ -245,8 +222,7 @@ _timed(_browser, "js_object", "browser.js_object (the result to JS)")
 _timed(_matmul, "validate_unit", "matmul.validate_unit")
 for _attr in ("upload", "empty", "dispatch", "release"):
     _timed(_gpu_js.JsGpu, _attr, f"JsGpu.{_attr}")
-_saved.append((_gpu_js.JsGpu, "read", _gpu_js.JsGpu.read))
-_gpu_js.JsGpu.read = _read_in_steps
+_timed(_gpu_js.JsGpu, "read", "JsGpu.read (submit, WAIT for the GPU, bytes out)")
 """
 
 PROFILE_COLLECT = r"""
@@ -257,184 +233,6 @@ _units = {units}
 {{name: total / _units for name, total in _spans.items()}}
 """
 
-# Alternatives to gpu_js.JsGpu, as subclasses (the lead owns gpu_js.py: these are measured,
-# not proposed as code). The harness runs each as browser.gpu in the same rounds as the real one.
-PROFILE_VARIANTS = r"""
-import asyncio as _asyncio
-from js import Array as _JsArray, GPUMapMode as _MapMode, Promise as _Promise
-from js import Uint8Array as _U8, harnessDispatchRead
-from tabgrid.runtime.gpu_js import JsBuffer as _JsBuffer, JsGpu as _JsGpu, KernelError as _Error
-from tabgrid.runtime.gpu_js import _STAGING as _STAGING_FLAGS, _absent, js_object as _obj
-
-
-class MapFirst(_JsGpu):
-    # read: mapAsync goes out before the dispatch's error scope is awaited, not after it.
-    async def read(self, buf):
-        device = await self.ensure_device()
-        staging = device.createBuffer(self._descriptor(buf.raw.size, _STAGING_FLAGS, False))
-        try:
-            encoder = device.createCommandEncoder()
-            encoder.copyBufferToBuffer(buf.raw, 0, staging, 0, buf.raw.size)
-            device.queue.submit([encoder.finish()])
-            mapped = staging.mapAsync(_MapMode.READ)
-            await self._raise_pending()
-            await mapped
-            data = _U8.new(staging.getMappedRange(), 0, buf.size).to_bytes()
-            staging.unmap()
-            return data
-        finally:
-            staging.destroy()
-
-
-class OneAwait(_JsGpu):
-    # read: the error scope and mapAsync awaited together (gathered): Python resumes once per
-    # unit instead of twice. lean: also the dispatch and the copy in one submit of a
-    # JS array (a Python list is converted on every call) and pipelines keyed by shader text.
-    lean = False
-
-    def __init__(self):
-        super().__init__()
-        self._encoder = None
-        self._by_text = {}
-
-    async def _pipeline(self, device, shader, entry):
-        if not self.lean:
-            return await super()._pipeline(device, shader, entry)
-        found = self._by_text.get((shader, entry))
-        if found is None:
-            found = self._by_text[(shader, entry)] = await super()._pipeline(device, shader, entry)
-        return found
-
-    async def dispatch(self, shader, entry, bindings, workgroups):
-        if not self.lean:
-            return await super().dispatch(shader, entry, bindings, workgroups)
-        device = await self.ensure_device()
-        pipeline = await self._pipeline(device, shader, entry)
-        items = sorted(bindings.items())
-        entries = [{"binding": n, "resource": {"buffer": b.raw}} for n, b in items]
-        device.pushErrorScope("validation")
-        group = device.createBindGroup(_obj({"layout": pipeline.layout, "entries": entries}))
-        encoder = device.createCommandEncoder()
-        compute = encoder.beginComputePass()
-        compute.setPipeline(pipeline.raw)
-        compute.setBindGroup(0, group)
-        compute.dispatchWorkgroups(*workgroups)
-        compute.end()
-        self._encoder = encoder
-
-    async def read(self, buf):
-        device = await self.ensure_device()
-        staging = device.createBuffer(self._descriptor(buf.raw.size, _STAGING_FLAGS, False))
-        try:
-            encoder, self._encoder = self._encoder, None
-            encoder = encoder or device.createCommandEncoder()
-            encoder.copyBufferToBuffer(buf.raw, 0, staging, 0, buf.raw.size)
-            if self.lean:
-                device.queue.submit(_JsArray.of(encoder.finish()))
-                self._pending_errors.append(device.popErrorScope())
-            else:
-                device.queue.submit([encoder.finish()])
-            pending, self._pending_errors = self._pending_errors, []
-            # Pyodide hands JS promises to Python as futures already: gather them.
-            settled = await _asyncio.gather(staging.mapAsync(_MapMode.READ), *pending)
-            for error in settled[1:]:
-                if not _absent(error):
-                    raise _Error(f"dispatch: {error.message}")
-            data = _U8.new(staging.getMappedRange(), 0, buf.size).to_bytes()
-            staging.unmap()
-            return data
-        finally:
-            staging.destroy()
-
-
-class Lean(OneAwait):
-    lean = True
-
-
-class OneJsCall(_JsGpu):
-    # dispatch and read of a unit in one call of a JS function (harness.js's
-    # harnessDispatchRead): one crossing into JS and one await per unit for all of it.
-    async def dispatch(self, shader, entry, bindings, workgroups):
-        device = await self.ensure_device()
-        pipeline = await self._pipeline(device, shader, entry)
-        self._job = (pipeline, [b.raw for _, b in sorted(bindings.items())], workgroups)
-
-    async def read(self, buf):
-        pipeline, raws, groups = self._job
-        data = await harnessDispatchRead(
-            self._device, pipeline.raw, pipeline.layout, _JsArray.of(*raws),
-            _JsArray.of(*groups), buf.raw, buf.size,
-        )
-        return data.to_bytes()
-
-
-class NoErrorScope(_JsGpu):
-    # For scale only: the error scope's whole cost (a bad dispatch would then go unnoticed).
-    async def dispatch(self, shader, entry, bindings, workgroups):
-        device = await self.ensure_device()
-        pipeline = await self._pipeline(device, shader, entry)
-        items = sorted(bindings.items())
-        entries = [{"binding": n, "resource": {"buffer": b.raw}} for n, b in items]
-        group = device.createBindGroup(_obj({"layout": pipeline.layout, "entries": entries}))
-        encoder = device.createCommandEncoder()
-        compute = encoder.beginComputePass()
-        compute.setPipeline(pipeline.raw)
-        compute.setBindGroup(0, group)
-        compute.dispatchWorkgroups(*workgroups)
-        compute.end()
-        device.queue.submit([encoder.finish()])
-
-
-class PythonOnly:
-    # No WebGPU at all, and two awaits of resolved JS promises where JsGpu has its two waits:
-    # the floor of a Python-driven unit (wrong outputs: zeros).
-    async def upload(self, data, *, usage="storage"):
-        return _JsBuffer(None, len(data), 0)
-
-    async def empty(self, size):
-        return _JsBuffer(None, size, 0)
-
-    async def dispatch(self, shader, entry, bindings, workgroups):
-        pass
-
-    async def read(self, buf):
-        await _Promise.resolve(0)
-        await _Promise.resolve(0)
-        return bytes(buf.size)
-
-    def release(self, *bufs):
-        pass
-
-
-harness_gpus = {
-    "map-first": MapFirst(),
-    "one-await": OneAwait(),
-    "lean": Lean(),
-    "one-js-call": OneJsCall(),
-    "no-error-scope": NoErrorScope(),
-    "python-only": PythonOnly(),
-}
-# One GPUDevice for all, the real JsGpu's: a device of its own would make a variant differ in
-# more than its code.
-from tabgrid.runtime import browser as _browser
-
-_device = await _browser.gpu.ensure_device()
-for _gpu in harness_gpus.values():
-    if isinstance(_gpu, _JsGpu):
-        _gpu._device, _gpu._generation = _device, _browser.gpu._generation
-"""
-
-# The alternatives run at the real unit size and at a small one, where the GPU's own time is
-# short and a fixed cost per unit stands out.
-VARIANT_SIDES = (TILE, 16)
-VARIANT_NOTES = {
-    "map-first": "read maps before awaiting the error scope",
-    "one-await": "map-first, scope and map awaited as one (gather)",
-    "lean": "one-await + one submit (JS array) + no sha256 per unit",
-    "one-js-call": "all of a unit's WebGPU calls in one JS function",
-    "no-error-scope": "no validation error scope (for scale only)",
-    "python-only": "no WebGPU at all, 2 awaits (the floor; zeros)",
-}
 
 # ---- the run ------------------------------------------------------------------------------------
 
@@ -533,7 +331,7 @@ def measure_matmul(
 
 
 def profile(context: BrowserContext, harness: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Where a Python-driven unit's time goes, and what alternatives to JsGpu would save."""
+    """Where a Python-driven unit's time goes."""
     units = args.profile_units
     say(f"profiling: browser.run step by step, {units} units")
     calls = [
@@ -546,14 +344,7 @@ def profile(context: BrowserContext, harness: str, args: argparse.Namespace) -> 
         {"cmd": "python", "code": PROFILE_COLLECT.format(units=units + 1)},
     ]
     _, _, _, timed, spans = harness_calls(context, harness, calls)
-    say(f"profiling: alternatives to JsGpu, {args.variant_units} units each, same rounds")
-    names = list(VARIANT_NOTES)
-    calls = [{"cmd": "load"}, {"cmd": "python", "code": PROFILE_VARIANTS}]
-    for n in VARIANT_SIDES:
-        bench = {"cmd": "bench-matmul", "n": n, "units": args.variant_units, "round": 5}
-        calls.append({**bench, "gpus": names})
-    _, _, *variants = harness_calls(context, harness, calls)
-    return {"units": units, "matmul": timed, "mean_ms_per_unit": spans, "variants": variants}
+    return {"units": units, "matmul": timed, "mean_ms_per_unit": spans}
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -651,10 +442,7 @@ PROFILE_LAYOUT = [
     (2, "JsGpu.upload"),
     (2, "JsGpu.empty"),
     (2, "JsGpu.dispatch"),
-    (2, "read: copy encoded and submitted"),
-    (2, "read: WAIT dispatch error scope"),
-    (2, "read: WAIT mapAsync"),
-    (2, "read: bytes out, unmap, destroy"),
+    (2, "JsGpu.read (submit, WAIT for the GPU, bytes out)"),
     (2, "JsGpu.release"),
     (1, "browser._outputs (Arrays to Uint8Arrays)"),
     (1, "browser.js_object (the result to JS)"),
@@ -685,31 +473,10 @@ def profile_table(p: dict[str, Any]) -> list[str]:
     lines.append(line(2, "(rest of browser.run)", level[1] - covered[1]))
     lines += [
         line(0, "the same unit from plain JS, whole", m["js"]["mean"]),
-        f"  so: {waits:.2f} ms waiting for WebGPU, {whole - waits:.2f} ms running Python "
-        f"inside browser.run, {outside:.2f} ms getting in and out",
-        "",
-        "alternatives to JsGpu, as browser.gpu, in the same rounds: median ms per unit "
-        f"(ratio to plain JS), {p['variants'][0]['units']} units each",
+        f"  so: {waits:.2f} ms in JsGpu.read (mostly waiting for WebGPU), "
+        f"{whole - waits:.2f} ms running Python inside browser.run, "
+        f"{outside:.2f} ms getting in and out",
     ]
-    vs = p["variants"]
-    width = max(len(f"{name}: {note}") for name, note in VARIANT_NOTES.items()) + 2
-    head = "".join(f"{str(v['n']) + 'x' + str(v['n']):>16}" for v in vs)
-    lines.append(f"  {'':<{width}}{head}")
-
-    def cells(key: str) -> str:
-        out = ""
-        for v in vs:
-            side = v[key]
-            out += f"{side['median']:>9.2f} ({side['median'] / v['js']['median']:.2f})"
-        return out
-
-    lines.append(f"  {'plain JS':<{width}}{cells('js')}")
-    lines.append(f"  {'JsGpu as it is':<{width}}{cells('py')}")
-    for name, note in VARIANT_NOTES.items():
-        key = f"py:{name}"
-        wrong = name != "python-only" and any(v["diffs"][key] != 0 for v in vs)
-        label = f"{name}: {note}"
-        lines.append(f"  {label:<{width}}{cells(key)}{'  WRONG OUTPUT' if wrong else ''}")
     return lines
 
 
@@ -720,7 +487,6 @@ def main() -> None:
     ap.add_argument("--max-ratio", type=float, default=RATIO_TARGET)
     ap.add_argument("--profile", action="store_true", help="profile even if the ratio is met")
     ap.add_argument("--profile-units", type=int, default=100)
-    ap.add_argument("--variant-units", type=int, default=100, help="units of each alternative")
     ap.add_argument("--skip-start", action="store_true", help="only the matmul comparison")
     ap.add_argument("--json", action="store_true", help="JSON on stdout, the table on stderr")
     args = ap.parse_args()

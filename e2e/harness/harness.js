@@ -36,8 +36,8 @@
 //                       and the copy to a staging buffer, mapAsync, read back, destroy). Both
 //                       warm up first, then alternate in rounds of `round` units (py js js py
 //                       ..., more sides shuffled), so drift hits all alike. detail: true adds
-//                       two sides: mirror, JS making exactly gpu_js.JsGpu's WebGPU calls
-//                       (error scope, two submits), and pyCall, an async Python no-op called
+//                       two sides: mirror, JS making gpu_js.JsGpu's WebGPU calls in its order
+//                       (one encoder and submit, one error scope), and pyCall, an async Python no-op called
 //                       with browser.run's arguments (the cost of crossing into Python and
 //                       back). gpus: names
 //                       in a Python dict `harness_gpus` (made by an earlier 'python' call) of
@@ -173,26 +173,26 @@ class JsMatmul {
     const dims = this.upload(new Uint8Array(new Uint32Array([m, n, k, 0]).buffer), UNIFORM(), 16);
     try {
       device.pushErrorScope('validation');
+      const encoder = device.createCommandEncoder();
       const group = device.createBindGroup({
         layout: this.layout,
         entries: [a, b, c, dims].map((buffer, binding) => ({ binding, resource: { buffer } })),
       });
-      const encoder = device.createCommandEncoder();
       const pass = encoder.beginComputePass();
       pass.setPipeline(this.pipeline);
       pass.setBindGroup(0, group);
       pass.dispatchWorkgroups(Math.ceil(n / TILE), Math.ceil(m / TILE), 1);
       pass.end();
-      device.queue.submit([encoder.finish()]);
-      const scope = device.popErrorScope();
       const staging = device.createBuffer({ size, usage: STAGING() });
       try {
-        const copy = device.createCommandEncoder();
-        copy.copyBufferToBuffer(c, 0, staging, 0, size);
-        device.queue.submit([copy.finish()]);
+        // As JsGpu: the dispatch and the copy in one encoder and one submit, one error
+        // scope around both, awaited after the map.
+        encoder.copyBufferToBuffer(c, 0, staging, 0, size);
+        device.queue.submit([encoder.finish()]);
+        const scope = device.popErrorScope();
+        await staging.mapAsync(GPUMapMode.READ);
         const error = await scope;
         if (error) throw new Error(`dispatch: ${error.message}`);
-        await staging.mapAsync(GPUMapMode.READ);
         const out = new Uint8Array(staging.getMappedRange(0, size)).slice();
         staging.unmap();
         return out;

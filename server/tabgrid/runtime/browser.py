@@ -57,6 +57,8 @@ async def run(kernel: str, params_json: str, inputs: Any) -> Any:
         if len(text) > MAX_ERROR_CHARS:
             text = text[: MAX_ERROR_CHARS - 3] + "..."
         result = {"error": text}
+    finally:
+        gpu.reset()
     result["ms"] = (time.perf_counter() - start) * 1000
     return js_object(result)
 

@@ -1,21 +1,26 @@
 """The browser backend of the GPU facade: Python in Pyodide drives ``navigator.gpu``.
 
-Only importable inside Pyodide. Crossing the JS FFI costs more than the WebGPU call it
-makes, so the hot path avoids converting Python structures: pipelines and their bind
-group layouts are cached, descriptors that never change are converted once, bytes move
-with a single ``assign``/``to_bytes`` copy into mapped ranges, and a dispatch's validation
-error scope is popped together with the read that follows it, not awaited on its own.
+Only importable inside Pyodide. Crossing the JS FFI costs more than most WebGPU calls it
+makes, so the hot path avoids converting Python structures and round trips:
+
+- pipelines, their bind group layouts and bind group descriptors are cached (keyed by the
+  shader text itself: Python caches a string's hash, a sha256 per dispatch costs more);
+- buffer descriptors that never change are converted once, and bytes move with one
+  ``assign``/``to_bytes`` copy into mapped ranges;
+- dispatches and the read that follows share one command encoder and one submit, given a
+  JS array (a Python list would be converted on every call);
+- one validation error scope covers a unit's encoding and submit, and is awaited after
+  the read's map, so a unit waits for the GPU once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from js import GPUBufferUsage, GPUMapMode, Object, Uint8Array, navigator  # type: ignore
+from js import Array, GPUBufferUsage, GPUMapMode, Object, Uint8Array, navigator  # type: ignore
 from pyodide.ffi import JsException, jsnull, to_js  # type: ignore
 
 from tabgrid.runtime.errors import KernelError
@@ -48,6 +53,8 @@ class JsBuffer:
 class _Pipeline:
     raw: Any
     layout: Any
+    # Bind group descriptors by binding numbers; only their buffers change per dispatch.
+    groups: dict[tuple[int, ...], Any]
 
 
 def _padded(size: int, usage: Usage) -> int:
@@ -63,7 +70,7 @@ class JsGpu:
         self._device: Any = None
         self._generation = 0
         self._pipelines: OrderedDict[tuple[str, str], _Pipeline] = OrderedDict()
-        self._pending_errors: list[Any] = []
+        self._encoder: Any = None  # commands not submitted yet, inside an error scope
         self._buffer_descriptors: dict[tuple[int, int, bool], Any] = {}
         self.adapter: dict[str, str] = {}
         self.lost_reason = ""
@@ -87,7 +94,7 @@ class JsGpu:
         self._generation += 1
         self._pipelines.clear()
         self._buffer_descriptors.clear()
-        self._pending_errors.clear()
+        self._encoder = None
         asyncio.ensure_future(self._watch(device, self._generation))
         return device
 
@@ -131,7 +138,7 @@ class JsGpu:
         return JsBuffer(raw, size, self._generation)
 
     async def _pipeline(self, device: Any, shader: str, entry: str) -> _Pipeline:
-        key = (hashlib.sha256(shader.encode()).hexdigest(), entry)
+        key = (shader, entry)
         pipeline = self._pipelines.get(key)
         if pipeline is not None:
             self._pipelines.move_to_end(key)
@@ -148,7 +155,7 @@ class JsGpu:
         if errors or not _absent(scope):
             detail = "; ".join(errors) or str(scope.message)
             raise KernelError(f"shader: {detail}")
-        pipeline = _Pipeline(raw, raw.getBindGroupLayout(0))
+        pipeline = _Pipeline(raw, raw.getBindGroupLayout(0), {})
         self._pipelines[key] = pipeline
         if len(self._pipelines) > _PIPELINE_CACHE_SIZE:
             self._pipelines.popitem(last=False)
@@ -164,46 +171,62 @@ class JsGpu:
         device = await self.ensure_device()
         self._check_current(*bindings.values())
         pipeline = await self._pipeline(device, shader, entry)
-        entries = [
-            {"binding": n, "resource": {"buffer": b.raw}} for n, b in sorted(bindings.items())
-        ]
-        device.pushErrorScope("validation")
-        group = device.createBindGroup(js_object({"layout": pipeline.layout, "entries": entries}))
-        encoder = device.createCommandEncoder()
+        numbers = tuple(sorted(bindings))
+        desc = pipeline.groups.get(numbers)
+        if desc is None:
+            entries = [{"binding": n, "resource": {"buffer": None}} for n in numbers]
+            desc = pipeline.groups[numbers] = js_object(
+                {"layout": pipeline.layout, "entries": entries}
+            )
+        for entry_desc, n in zip(desc.entries, numbers, strict=True):
+            entry_desc.resource.buffer = bindings[n].raw
+        encoder = self._open_encoder(device)
+        group = device.createBindGroup(desc)
         compute = encoder.beginComputePass()
         compute.setPipeline(pipeline.raw)
         compute.setBindGroup(0, group)
         compute.dispatchWorkgroups(*workgroups)
         compute.end()
-        device.queue.submit([encoder.finish()])
-        # Awaited by the next read: one wait instead of two per unit.
-        self._pending_errors.append(device.popErrorScope())
 
-    async def _raise_pending(self) -> None:
-        pending, self._pending_errors = self._pending_errors, []
-        for promise in pending:
-            error = await promise
-            if not _absent(error):
-                raise KernelError(f"dispatch: {error.message}")
+    def reset(self) -> None:
+        """Drops commands a failed unit encoded but never read, so the next unit starts clean."""
+        if self._encoder is not None and self._device is not None:
+            self._device.popErrorScope()
+        self._encoder = None
+
+    def _open_encoder(self, device: Any) -> Any:
+        if self._encoder is None:
+            device.pushErrorScope("validation")
+            self._encoder = device.createCommandEncoder()
+        return self._encoder
 
     async def read(self, buf: JsBuffer) -> bytes:
         device = await self.ensure_device()
         self._check_current(buf)
         staging = device.createBuffer(self._descriptor(buf.raw.size, _STAGING, False))
         try:
-            encoder = device.createCommandEncoder()
+            encoder = self._open_encoder(device)
+            self._encoder = None
             encoder.copyBufferToBuffer(buf.raw, 0, staging, 0, buf.raw.size)
-            device.queue.submit([encoder.finish()])
-            await self._raise_pending()
+            device.queue.submit(Array.of(encoder.finish()))
+            scope = device.popErrorScope()
             try:
                 await staging.mapAsync(GPUMapMode.READ)
             except JsException as e:
+                await self._raise_scope(scope)
                 raise KernelError(f"read: {e}") from None
+            await self._raise_scope(scope)
             data = Uint8Array.new(staging.getMappedRange(), 0, buf.size).to_bytes()
             staging.unmap()
             return data
         finally:
             staging.destroy()
+
+    @staticmethod
+    async def _raise_scope(scope: Any) -> None:
+        error = await scope
+        if not _absent(error):
+            raise KernelError(f"dispatch: {error.message}")
 
     def release(self, *bufs: JsBuffer) -> None:
         for buf in bufs:
