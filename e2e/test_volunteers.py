@@ -81,10 +81,15 @@ def test_three_tabs_validate_matmul_and_mandelbrot(
             assert workers <= tabs, f"unit {unit} validated by {workers - tabs}, not a tab"
 
     # The tab whose visitor never pressed Start made no worker and no connection, and every
-    # lease of the session went to a tab that did.
+    # lease of these jobs went to a tab that did.
     assert bystander.page.workers == [] and bystander.websockets == []
     assert bystander.state not in STARTED
-    leased_to = {w for (w,) in site.query("SELECT DISTINCT worker_id FROM replicas")}
+    leased_to = {
+        w
+        for (w,) in site.query(
+            "SELECT DISTINCT worker_id FROM replicas WHERE job_id IN (?, ?)", mm.id, mb.id
+        )
+    }
     assert leased_to <= tabs
 
     # Nothing but the coordinator's own origin was asked for: Pyodide, the wheel, the blobs.
