@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, select, update
 
-from tabgrid.store.leases import job_policies, load_units, release_worker, save_units
+from tabgrid.store.leases import release_worker, replace_replicas
 from tabgrid.store.notify import announce
 from tabgrid.store.tables import Replica, Worker
 
@@ -36,32 +36,9 @@ def ban(conn: Connection, worker_id: str, reason: str, now: float) -> Banned:
 def _discard_unvalidated(conn: Connection, worker_id: str, now: float) -> int:
     """Results waiting for a quorum stop counting: each unit asks for another replica.
     Validated results stay: a verdict already given is not taken back."""
-    # Replica rows first, then units, each in id order: the result path's lock order.
-    q = (
-        select(R.c.id, R.c.unit_id)
-        .where(and_(R.c.worker_id == worker_id, R.c.state == "returned"))
-        .order_by(R.c.id)
-        .with_for_update()
-    )
-    rows = conn.execute(q).all()
-    if not rows:
-        return 0
-    conn.execute(update(R).where(R.c.id.in_([r[0] for r in rows])).values(state="discarded"))
-    per_unit: dict[int, int] = {}
-    for _, uid in rows:
-        per_unit[uid] = per_unit.get(uid, 0) + 1
-    units = load_units(conn, list(per_unit))
-    policies = job_policies(conn, {u.job_id for u in units})
-    for u in units:
-        if u.final:
-            continue
-        u.results = max(0, u.results - per_unit[u.id])
-        for _ in range(per_unit[u.id]):
-            u.replace_replica(policies[u.job_id])
-        u.fail_if_stuck("results were discarded (banned worker) and max_replicas is reached")
-        u.derive_state()
-    save_units(conn, units, now)
-    return len(rows)
+    waiting = and_(R.c.worker_id == worker_id, R.c.state == "returned")
+    reason = "results were discarded (banned worker) and max_replicas is reached"
+    return replace_replicas(conn, waiting, "discarded", "results", reason, now)
 
 
 def unban(conn: Connection, worker_id: str) -> None:

@@ -152,33 +152,42 @@ def shorten_deadlines(conn: Connection, deadline: float) -> int:
 
 
 def _release(conn: Connection, where, now: float) -> int:  # type: ignore[no-untyped-def]
+    reason = "every replica was lost (worker gone or deadline passed) and max_replicas is reached"
+    n = replace_replicas(conn, where, "released", "inflight", reason, now)
+    if n:
+        announce(conn)
+    return n
+
+
+def replace_replicas(  # type: ignore[no-untyped-def]
+    conn: Connection, where, state: str, counter: str, reason: str, now: float
+) -> int:
+    """Marks the replicas matching ``where`` as ``state``, takes them off each unit's
+    ``counter`` (inflight or results) and asks for as many new replicas as the policy allows;
+    a unit that can get none fails with ``reason``. Returns how many replicas it marked."""
     # Row locks (PostgreSQL; SQLite serializes writers anyway) taken replicas first, then
     # units, each in id order, the same as the result path: no lost update, no deadlock.
     q = select(R.c.id, R.c.unit_id).where(where).order_by(R.c.id).with_for_update()
-    freed = conn.execute(q).all()
-    if not freed:
+    rows = conn.execute(q).all()
+    if not rows:
         return 0
-    ids = [r[0] for r in freed]
-    for chunk in _chunks(ids):
-        conn.execute(update(R).where(R.c.id.in_(chunk)).values(state="released"))
+    for chunk in _chunks([r[0] for r in rows]):
+        conn.execute(update(R).where(R.c.id.in_(chunk)).values(state=state))
     per_unit: dict[int, int] = {}
-    for _, uid in freed:
+    for _, uid in rows:
         per_unit[uid] = per_unit.get(uid, 0) + 1
     units = load_units(conn, list(per_unit))
     policies = job_policies(conn, {u.job_id for u in units})
     for u in units:
         if u.final:
             continue
-        u.inflight = max(0, u.inflight - per_unit[u.id])
+        setattr(u, counter, max(0, getattr(u, counter) - per_unit[u.id]))
         for _ in range(per_unit[u.id]):
             u.replace_replica(policies[u.job_id])
-        u.fail_if_stuck(
-            "every replica was lost (worker gone or deadline passed) and max_replicas is reached"
-        )
+        u.fail_if_stuck(reason)
         u.derive_state()
     save_units(conn, units, now)
-    announce(conn)
-    return len(ids)
+    return len(rows)
 
 
 _FIXED = ("id", "job_id", "idx", "loaded_state")  # what UnitRow.values never writes
