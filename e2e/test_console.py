@@ -80,7 +80,7 @@ def test_a_tab_appears_and_disappears(console: Page, browser: Browser, site: Sit
     tab = Volunteer(browser.new_context(), site.url + "/", "passer-by").start()
     row = _row(console, "worker", tab.worker_id)
     expect(row).to_be_visible(timeout=15_000)
-    expect(row.locator("td.state")).to_have_text(re.compile("^(active|idle)$"), timeout=15_000)
+    expect(row.locator("td.state")).to_have_text(re.compile("^(active|paused)$"), timeout=15_000)
     tab.close()
     expect(row.locator("td.state")).to_have_text("offline", timeout=15_000)
 

@@ -10,7 +10,7 @@ const ASCENDING_FIRST = new Set(['id', 'kind', 'addr', 'state']);
 const ACTIONS = {
   ban: (w) => w.state !== 'banned',
   unban: (w) => w.state === 'banned',
-  drain: (w) => w.state === 'active' || w.state === 'idle',
+  drain: (w) => w.state === 'active' || w.state === 'paused',
   undrain: (w) => w.state === 'draining',
 };
 

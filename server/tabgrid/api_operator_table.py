@@ -19,7 +19,7 @@ _VIEW = (
     Query("order", "string", "asc or desc", ("asc", "desc")),
     Query("q", "string", "matches id, name, adapter or address"),
     Query("kind", "string", "browser or native", ("", "browser", "native")),
-    Query("state", "string", "active, idle, draining, banned or offline"),
+    Query("state", "string", "active, paused, draining, banned or offline"),
     Query("page", "integer", "page number, from 0"),
     Query("per_page", "integer", "rows per page, at most 100"),
 )

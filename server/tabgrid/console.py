@@ -44,7 +44,7 @@ SORTS = (
     "state",
 )
 KINDS = ("", "browser", "native")
-STATES = ("", "active", "idle", "draining", "banned", "offline")
+STATES = ("", "active", "paused", "draining", "banned", "offline")
 SERIES = ("validated", "valid", "invalid", "error", "workers", "queue")
 
 
@@ -129,13 +129,15 @@ class Series:
 
 
 def worker_state(row: dict, peer: Any) -> str:
+    """active: computing or asking for work; paused: connected but asking for nothing (its
+    volunteer paused it, or its usage cap has it resting); draining; banned; offline."""
     if row.get("banned"):
         return "banned"
     if peer is None:
         return "offline"
     if peer.draining:
         return "draining"
-    return "active" if peer.leases or peer.credit else "idle"
+    return "active" if peer.leases or peer.credit else "paused"
 
 
 def _sort_key(name: str):  # type: ignore[no-untyped-def]
