@@ -49,10 +49,18 @@ def test_three_tabs_validate_matmul_and_mandelbrot(
     region = (-2.0, -1.25, 0.5, 1.25)
     tiles = mandelbrot_units(*region, 64, 64, 32, 200)
     with site.client() as client:
+        # One heavy unit (seconds on SwiftShader), so a tab is caught computing it.
+        heavy = mandelbrot_units(*region, 256, 256, 256, 4000)
+        client.submit("mandelbrot", heavy, policy=KERNEL_COMPARE, name="e2e screenshot")
+        busy = wait_until(
+            "a tab computing",
+            lambda: next((t for t in fleet if t.state == "running"), None),
+            60,
+            0.02,
+        )
+        busy.screenshot("contribute-computing")
         mm = client.submit("matmul", units, policy={"compare": "allclose"}, name="e2e matmul")
         mb = client.submit("mandelbrot", tiles, policy=KERNEL_COMPARE, name="e2e mandelbrot")
-        wait_until("a tab computing", lambda: any(t.state == "running" for t in fleet), 60, 0.05)
-        fleet[0].screenshot("contribute-computing")
         assert client.wait(mm.id, progress=False, timeout=180).state == "done"
         assert client.wait(mb.id, progress=False, timeout=180).state == "done"
         product = assemble(client.results(mm.id))
