@@ -15,7 +15,7 @@ from tabgrid.app import create_app
 from tabgrid.console import ConsoleHub, View
 from tabgrid.picture import render
 from tabgrid.settings import Settings
-from tabgrid.store import Store, audit
+from tabgrid.store import Store, audit, bans
 from tabgrid.store.migrate import add_missing_columns
 from tabgrid.store.tables import Worker
 from tabgrid.telemetry import Telemetry
@@ -128,6 +128,27 @@ def test_banned_worker_reconnecting_is_refused(client: TestClient, app) -> None:
             json.dumps({"type": "hello", "kind": "native", "worker_id": wid, "secret": secret})
         )
         assert ws.receive_json()["worker_id"] == wid
+
+
+def test_a_ban_made_through_another_coordinator_takes_effect_at_the_next_claim(
+    client: TestClient,
+    app,  # type: ignore[no-untyped-def]
+) -> None:
+    submit(client, 2, quorum=2)
+    store = app.state.services.store
+    with client.websocket_connect(WS) as ws:
+        wid = hello(ws)["worker_id"]
+        # Written to the shared database only, as another coordinator's ban would be.
+        store.tx(bans.ban, wid, "seen elsewhere", time.time())
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        bye = ws.receive_json()
+        assert bye["type"] == "bye" and "banned" in bye["reason"]
+    with client.websocket_connect(WS) as ws:
+        other = hello(ws)["worker_id"]
+        store.tx(bans.set_draining, other, True)
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        idle = ws.receive_json()
+        assert idle["type"] == "idle" and "drained" in idle["reason"]
 
 
 def test_ban_needs_a_reason_and_a_known_worker(client: TestClient) -> None:

@@ -28,7 +28,7 @@ from tabgrid.protocol import (
     ResultItem,
 )
 from tabgrid.settings import Settings
-from tabgrid.store import Store
+from tabgrid.store import Store, bans
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import leases as leases_q
 from tabgrid.store.notify import announce
@@ -62,6 +62,8 @@ class _TickResult:
     outcome: Outcome
     claims: dict[str, list[leases_q.Claimed]] = field(default_factory=dict)
     idle: dict[str, str] = field(default_factory=dict)
+    # Workers an operator banned or drained, perhaps through another coordinator.
+    stopped: dict[str, str] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -219,7 +221,10 @@ class Scheduler:
         res = _TickResult(outcome)
         distinct = self.settings.distinct_addresses
         reason: str | None = None  # the same for every idle worker: counted once a tick
+        res.stopped = bans.stopped(conn, list(wanted)) if wanted else {}
         for wid, (addr, n) in wanted.items():
+            if wid in res.stopped:
+                continue
             got = leases_q.claim(conn, wid, addr, n, distinct, now)
             res.claims[wid] = got
             if not got:
@@ -232,6 +237,11 @@ class Scheduler:
 
     def _deliver(self, res: _TickResult, wanted: dict[str, tuple[str, int]]) -> None:
         self.telemetry.outcome(res.outcome)
+        for wid, why in res.stopped.items():
+            if why == "banned":
+                self.banned(wid, "see the operator's audit log")
+            else:
+                self.set_draining(wid, True)
         for wid, msg in res.outcome.rejected:
             if (p := self.peers.get(wid)) is not None:
                 p.post(Error(code="bad_result", message=msg))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 
 from tabgrid.store.leases import release_worker, replace_replicas
 from tabgrid.store.notify import announce
@@ -39,6 +39,15 @@ def _discard_unvalidated(conn: Connection, worker_id: str, now: float) -> int:
     waiting = and_(R.c.worker_id == worker_id, R.c.state == "returned")
     reason = "results were discarded (banned worker) and max_replicas is reached"
     return replace_replicas(conn, waiting, "discarded", "results", reason, now)
+
+
+def stopped(conn: Connection, worker_ids: list[str]) -> dict[str, str]:
+    """Which of these workers are banned or draining: the scheduler checks before each claim,
+    since the operator may have acted through another coordinator sharing the database."""
+    q = select(W.c.id, W.c.banned, W.c.draining).where(
+        W.c.id.in_(worker_ids), or_(W.c.banned, W.c.draining)
+    )
+    return {wid: "banned" if banned else "draining" for wid, banned, _ in conn.execute(q)}
 
 
 def unban(conn: Connection, worker_id: str) -> None:
