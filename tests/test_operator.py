@@ -15,7 +15,7 @@ from tabgrid.app import create_app
 from tabgrid.console import ConsoleHub, View
 from tabgrid.picture import render
 from tabgrid.settings import Settings
-from tabgrid.store import Store, audit, bans
+from tabgrid.store import Store, audit, bans, disagreements
 from tabgrid.store.migrate import add_missing_columns
 from tabgrid.store.tables import Worker
 from tabgrid.telemetry import Telemetry
@@ -149,6 +149,60 @@ def test_a_ban_made_through_another_coordinator_takes_effect_at_the_next_claim(
         ws.send_text(json.dumps({"type": "ready", "n": 1}))
         idle = ws.receive_json()
         assert idle["type"] == "idle" and "drained" in idle["reason"]
+
+
+def test_results_sent_after_a_ban_do_not_count(client: TestClient, app) -> None:  # type: ignore[no-untyped-def]
+    job = submit(client, 1, quorum=2)
+    with client.websocket_connect(WS) as ws:
+        lease = lease_one(ws)
+        wid = only_worker(client)["id"]
+        app.state.services.store.tx(bans.ban, wid, "elsewhere", time.time())
+        answer = send_output(ws, lease, b"\x01")  # computed before it heard of the ban
+        assert answer["type"] == "error" and "banned" in answer["message"]
+    (unit,) = client.get(f"/api/v1/jobs/{job}/units").json()["units"]
+    assert unit["results"] == 0 and unit["state"] == "pending"
+
+
+def test_hold_drops_the_credit_a_paused_worker_asked_for(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        assert ws.receive_json()["type"] == "idle"  # nothing to do: the credit waits
+        assert only_worker(client)["state"] == "active"
+        ws.send_text(json.dumps({"type": "hold"}))
+        deadline = time.monotonic() + 5
+        while only_worker(client)["state"] != "paused":
+            assert time.monotonic() < deadline, "the worker never showed as paused"
+            time.sleep(0.05)
+        submit(client, 1, quorum=2)
+        time.sleep(0.3)
+        assert only_worker(client)["leases"] == 0  # the held ask got no lease
+
+
+def test_hello_fields_are_bounded(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        ws.send_text(json.dumps({"type": "hello", "kind": "native", "name": "x" * 10_000}))
+        error = ws.receive_json()
+        assert error["type"] == "error" and "200" in error["message"]
+
+
+def test_unknown_http_methods_share_one_metrics_label(client: TestClient) -> None:
+    for i in range(3):
+        client.request(f"FOO{i}", "/healthz")
+    text = op(client, "GET", "/metrics").text
+    assert 'method="other"' in text and "FOO" not in text
+
+
+def test_the_disagreement_feed_keeps_the_newest_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    row = {"at": 0.0, "job_id": 1, "unit_id": 1, "idx": 0, "kernel": "k", "summary": "s"}
+    try:
+        for _ in range(12):
+            store.tx(disagreements.record, [row | {"replicas": []}] * 100)
+        count = store.tx(lambda c: len(disagreements.recent(c, 5000)))
+    finally:
+        store.close()
+    assert disagreements.KEEP <= count <= disagreements.KEEP + 100
 
 
 def test_ban_needs_a_reason_and_a_known_worker(client: TestClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from tabgrid.store.tables import Job, Unit
 J = Job.__table__  # type: ignore[attr-defined]
 U = Unit.__table__  # type: ignore[attr-defined]
 MAX_STREAMS = 64  # concurrent console streams per coordinator
+RECHECK_EVERY = 30  # snapshots between checks that the stream's token still holds
 
 
 async def stream(request: Request) -> Response:
@@ -32,21 +34,32 @@ async def stream(request: Request) -> Response:
     hub = svc.hub
     if hub.viewers >= MAX_STREAMS:
         raise ProblemError(503, "Service Unavailable", f"{MAX_STREAMS} consoles are open already")
+    hub.viewers += 1  # now, so that streams opening together all count
 
     async def events() -> AsyncIterator[bytes]:
-        hub.viewers += 1
         try:
-            tick, since = -1, None
+            tick, since, sent = -1, None, 0
             while True:
                 tick = await hub.wait_after(tick)
                 body = hub.snapshot(view, since)
                 since = hub.latest.t if hub.latest else None
                 yield b"event: snapshot\ndata: " + body + b"\n\n"
+                sent += 1
+                if sent % RECHECK_EVERY == 0 and not await _still_operator(request):
+                    return  # the token was revoked: the console signs in again
         finally:
             hub.viewers -= 1
 
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+async def _still_operator(request: Request) -> bool:
+    try:
+        await auth.principal(request, auth.OPERATOR)
+    except ProblemError:
+        return False
+    return True
 
 
 async def workers(request: Request) -> Response:
@@ -65,7 +78,8 @@ async def job_picture(request: Request) -> Response:
     svc = services(request)
     tiles = await svc.store.run(_tiles, job_id, who, svc.blobs)
     try:
-        png = picture.render(tiles)
+        # Seconds for a large picture: not on the event loop that serves the workers.
+        png = await asyncio.to_thread(picture.render, tiles)
     except picture.PictureError as e:
         raise ProblemError(422, "Unprocessable Content", str(e)) from None
     return Response(png, media_type="image/png", headers={"cache-control": "no-store"})

@@ -22,6 +22,7 @@ from tabgrid.protocol import (
     CoordinatorMessage,
     Error,
     Hello,
+    Hold,
     Ready,
     Result,
     Welcome,
@@ -137,6 +138,8 @@ class WorkerConnection:
                 )
             case (State.SERVING, Ready(n=n)):
                 self.scheduler.ready(self, n)
+            case (State.SERVING, Hold()):
+                self.scheduler.hold(self)
             case (State.SERVING, Result(results=items)):
                 if len(items) > self.limits.max_leases * 2:
                     self._complain("too_many", f"{len(items)} results in one message")

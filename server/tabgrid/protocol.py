@@ -38,20 +38,27 @@ class Output(Struct, frozen=True):
 # ---- worker -> coordinator ----------------------------------------------------------------
 
 
+Short = Annotated[str, Meta(max_length=200)]  # shown to operators, stored per worker
+
+
 class Adapter(Struct, frozen=True):
-    vendor: str = ""
-    architecture: str = ""
-    description: str = ""
+    vendor: Short = ""
+    architecture: Short = ""
+    description: Short = ""
 
 
 class Hello(Struct, tag="hello", frozen=True):
     kind: Literal["native", "browser"]
     protocol: int = PROTOCOL_VERSION
-    worker_id: str | None = None
-    secret: str | None = None
-    name: str = ""
+    worker_id: Annotated[str, Meta(max_length=64)] | None = None
+    secret: Annotated[str, Meta(max_length=200)] | None = None
+    name: Short = ""
     adapter: Adapter = Adapter()
-    kernels: list[str] = []
+    kernels: Annotated[list[Short], Meta(max_length=64)] = []
+
+
+class Hold(Struct, tag="hold", frozen=True):
+    """Send nothing more for now (the volunteer paused): the unused credit is dropped."""
 
 
 class Ready(Struct, tag="ready", frozen=True):
@@ -73,7 +80,7 @@ class Bye(Struct, tag="bye", frozen=True):
     reason: str = ""
 
 
-WorkerMessage = Hello | Ready | Result | Bye
+WorkerMessage = Hello | Ready | Hold | Result | Bye
 
 
 # ---- coordinator -> worker ----------------------------------------------------------------

@@ -122,6 +122,12 @@ class Scheduler:
             self._starving.discard(peer.worker_id)
             self._wake.set()
 
+    def hold(self, peer: Peer) -> None:
+        """The worker wants nothing more for now: its unused credit is dropped."""
+        peer.credit = 0
+        self._hungry.discard(peer.worker_id)
+        self._starving.discard(peer.worker_id)
+
     def results(self, peer: Peer, items: list[ResultItem]) -> None:
         for item in items:
             peer.leases.discard(item.lease)
@@ -189,7 +195,17 @@ class Scheduler:
             n = await self.store.run(leases_q.expire, time.time())
             if n:
                 log.info("%d leases passed their deadline and were released", n)
+            await self._undrained()
             self.poke()
+
+    async def _undrained(self) -> None:
+        """Drained workers an operator let go again, perhaps through another coordinator."""
+        draining = [wid for wid, p in self.peers.items() if p.draining]
+        if draining:
+            still = await self.store.run(bans.stopped, draining)
+            for wid in draining:
+                if wid not in still:
+                    self.set_draining(wid, False)
 
     # ---- one tick -------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from tabgrid.store.results import Outcome
 
 OUTCOMES = ("valid", "invalid", "error")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -99,6 +100,7 @@ class HttpLatency:
         try:
             await self.app(scope, receive, sending)
         finally:
-            self.telemetry.http_latency.labels(
-                scope["method"], self._template(scope), str(status)
-            ).observe(time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in METHODS else "other"  # bounded labels
+            self.telemetry.http_latency.labels(method, self._template(scope), str(status)).observe(
+                time.perf_counter() - start
+            )

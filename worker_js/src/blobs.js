@@ -5,6 +5,8 @@
 import { hex, sha256 } from './digest.js';
 
 const CACHE = 'tabgrid-blobs-v1';
+const MAX_CACHED = 2000; // blobs kept across visits, oldest dropped first
+const TRIM_EVERY = 50; // downloads between trims
 const ITEMSIZE = { float32: 4, int32: 4, uint32: 4, uint8: 1, float64: 8, int64: 8 };
 
 export class BlobError extends Error {}
@@ -37,6 +39,7 @@ export class BlobStore {
     this.origin = origin;
     this.cache = openCache();
     this.pending = new Map();
+    this.stored = 0;
   }
 
   url(digest) {
@@ -69,9 +72,21 @@ export class BlobStore {
     const bytes = await verified(ref, await response.arrayBuffer());
     if (cache) {
       // A full quota only costs a later download.
-      cache.put(url, new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } })).catch(() => {});
+      cache
+        .put(url, new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } }))
+        .then(() => this.trim(cache))
+        .catch(() => {});
     }
     return bytes;
+  }
+
+  // Keeps the newest MAX_CACHED blobs: a long-time volunteer's disk must not fill up.
+  async trim(cache) {
+    if (++this.stored % TRIM_EVERY !== 0) return;
+    const keys = await cache.keys();
+    for (const request of keys.slice(0, Math.max(0, keys.length - MAX_CACHED))) {
+      await cache.delete(request);
+    }
   }
 
   async put(digest, bytes, auth) {

@@ -150,6 +150,10 @@ class VolunteerWorker {
         break;
       case 'bye':
         log('warn', `coordinator said bye: ${msg.reason}`);
+        if (/banned/i.test(msg.reason ?? '')) {
+          // Reconnecting cannot help; the volunteer is told why.
+          this.fail(`The coordinator's operator banned this worker: ${msg.reason}`);
+        }
         break;
       default:
         break;
@@ -276,6 +280,8 @@ class VolunteerWorker {
 
   pause(reason) {
     this.pauses.add(reason);
+    // A unit asked for but not yet leased would arrive while paused: hand the ask back.
+    if (this.credit > 0 && this.conn?.send({ type: 'hold' })) this.credit = 0;
     this.report();
   }
 

@@ -44,10 +44,13 @@ def _discard_unvalidated(conn: Connection, worker_id: str, now: float) -> int:
 def stopped(conn: Connection, worker_ids: list[str]) -> dict[str, str]:
     """Which of these workers are banned or draining: the scheduler checks before each claim,
     since the operator may have acted through another coordinator sharing the database."""
-    q = select(W.c.id, W.c.banned, W.c.draining).where(
-        W.c.id.in_(worker_ids), or_(W.c.banned, W.c.draining)
-    )
-    return {wid: "banned" if banned else "draining" for wid, banned, _ in conn.execute(q)}
+    found = {}
+    for i in range(0, len(worker_ids), 500):
+        q = select(W.c.id, W.c.banned, W.c.draining).where(
+            W.c.id.in_(worker_ids[i : i + 500]), or_(W.c.banned, W.c.draining)
+        )
+        found.update({wid: "banned" if b else "draining" for wid, b, _ in conn.execute(q)})
+    return found
 
 
 def unban(conn: Connection, worker_id: str) -> None:

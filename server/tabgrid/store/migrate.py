@@ -22,6 +22,8 @@ def add_missing_columns(engine: Engine) -> list[str]:
         for table, column, ddl in ADDED_COLUMNS:
             present = {c["name"] for c in inspector.get_columns(table)}
             if column not in present:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+                # Another coordinator starting beside this one may add it first (PostgreSQL).
+                guard = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {guard}{column} {ddl}"))
                 added.append(f"{table}.{column}")
     return added

@@ -38,6 +38,7 @@ B = Blob.__table__  # type: ignore[attr-defined]
 REFS = BlobUse.__table__  # type: ignore[attr-defined]
 
 MAX_ERROR_TEXT = 2000
+MAX_DESCRIBED = 1 << 22  # elements compared one by one for the feed; larger: by digest
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,15 @@ class Validator:
     ) -> list[tuple[Incoming, _Held]]:
         ids = [inc.item.lease for inc in batch]
         reps = {r[0]: _Held._make(r) for r in conn.execute(_LEASES, {"ids": ids}).all()}
+        # A ban may have come through another coordinator, or while these were in flight.
+        banned = _banned(conn, {inc.worker for inc in batch})
         live = _live_replicas(conn, [r for r in reps.values() if r.state == "released"])
         accepted, seen = [], set()
         for inc in batch:
             rep = reps.get(inc.item.lease)
-            if rep is None or rep.worker_id != inc.worker:
+            if inc.worker in banned:
+                out.rejected.append((inc.worker, "this worker is banned: its results do not count"))
+            elif rep is None or rep.worker_id != inc.worker:
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} is not held by you"))
             elif rep.state not in ("leased", "released") or rep.id in seen:
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} already has a result"))
@@ -223,15 +228,16 @@ class Validator:
             self._note(u, ctx, canon, fresh, set(verdict.valid), owner)
             return False
         if len(fresh) >= ctx.policy.quorum:
-            self._note(u, ctx, None, fresh, set(), owner)
+            self._note(u, ctx, None, fresh, set(), owner, agree)
         return self._ask_more(u, ctx.policy, len(fresh))
 
-    def _note(self, u, ctx, canon, fresh, valid, owner) -> None:  # type: ignore[no-untyped-def]
+    def _note(self, u, ctx, canon, fresh, valid, owner, agree=None) -> None:  # type: ignore[no-untyped-def]
         """Adds a disagreement to the feed when some of ``fresh`` disagree with ``canon`` (or,
-        with no canonical result yet, with the first of them)."""
+        with no canonical result yet, with the first of them, judged by ``agree``)."""
         odd = [c for c in fresh if c.replica_id not in valid and c is not canon]
         if canon is None:
-            canon, odd = fresh[0], fresh[1:]
+            canon = fresh[0]
+            odd = [c for c in fresh[1:] if not agree(canon.outputs, c.outputs)]
         if not odd:
             return
         lines = [f"worker {owner[c.replica_id][:8]}: {self._how(canon, c)}" for c in odd]
@@ -266,6 +272,8 @@ class Validator:
         """How ``other``'s outputs differ from ``reference``'s, element by element when both
         are at hand; by digest when not (under exact comparison only canonical bytes stay)."""
         try:
+            if _elements(reference.outputs) + _elements(other.outputs) > MAX_DESCRIBED:
+                raise ValueError("too large to compare element by element here")
             return describe_difference(self._arrays(reference.outputs), self._arrays(other.outputs))
         except Exception:  # noqa: BLE001 - the feed must not fail a batch
             a, b = reference.outputs, other.outputs
@@ -452,6 +460,19 @@ class _Batch:
 
 def _by_return(item: tuple) -> tuple[float, int]:
     return item[0], item[1]
+
+
+def _elements(outputs: dict[str, Output]) -> int:
+    return sum(prod(o.shape) for o in outputs.values())
+
+
+def _banned(conn: Connection, workers: set[str]) -> set[str]:
+    found: set[str] = set()
+    ids = sorted(workers)
+    for i in range(0, len(ids), 500):
+        q = select(W.c.id).where(W.c.id.in_(ids[i : i + 500]), W.c.banned)
+        found.update(conn.execute(q).scalars())
+    return found
 
 
 def _live_replicas(conn: Connection, released: list[_Held]) -> set[tuple[int, str]]:

@@ -31,7 +31,10 @@ def register(conn: Connection, hello: Hello, addr: str, now: float) -> tuple[str
                 update(W)
                 .where(W.c.id == hello.worker_id)
                 .values(
-                    client_addr=addr, last_seen=now, adapter=dumps(hello.adapter), name=hello.name
+                    client_addr=addr,
+                    last_seen=now,
+                    adapter=dumps(hello.adapter),
+                    name=hello.name[:200],
                 )
             )
             return hello.worker_id, hello.secret, bool(row[1])
