@@ -300,7 +300,8 @@ class Scheduler:
             for c in claimed
         ]
         peer.leases.update(c.lease for c in claimed)
-        peer.credit -= len(claimed)
+        # max: a hold may have zeroed the credit while this claim ran.
+        peer.credit = max(0, peer.credit - len(claimed))
         peer.idle_reason = None
         peer.post(Lease(leases=items))
 
