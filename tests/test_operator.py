@@ -16,6 +16,7 @@ from tabgrid.console import ConsoleHub, View
 from tabgrid.picture import render
 from tabgrid.settings import Settings
 from tabgrid.store import Store, audit, bans, disagreements
+from tabgrid.store.leases import Claimed
 from tabgrid.store.migrate import add_missing_columns
 from tabgrid.store.tables import Worker
 from tabgrid.telemetry import Telemetry
@@ -177,6 +178,22 @@ def test_hold_drops_the_credit_a_paused_worker_asked_for(client: TestClient) -> 
         submit(client, 1, quorum=2)
         time.sleep(0.3)
         assert only_worker(client)["leases"] == 0  # the held ask got no lease
+
+
+def test_a_hold_that_lands_while_a_claim_runs_leaves_no_negative_credit(
+    client: TestClient,  # runs the app's lifespan, which closes its store
+    app,  # type: ignore[no-untyped-def]
+) -> None:
+    scheduler = app.state.services.scheduler
+    peer = _Peer("w")
+    peer.posted = []  # type: ignore[attr-defined]
+    peer.post = peer.posted.append  # type: ignore[attr-defined]
+    peer.jobs_sent, peer.idle_reason, peer.leases = {1}, None, set()
+    peer.credit = 0  # the hold came in after the tick read a credit of 1
+    scheduler._send_leases(peer, [Claimed(7, 1, 1, 0, {}, {}, 0.0)])
+    assert peer.credit == 0 and peer.leases == {7}
+    scheduler.ready(peer, 1)
+    assert peer.credit == 1, "a later ready must be heard"
 
 
 def test_hello_fields_are_bounded(client: TestClient) -> None:
