@@ -103,6 +103,7 @@ def test_ban_releases_leases_discards_unvalidated_results_and_closes_the_socket(
         assert r.json() == {"id": wid, "action": "ban", "released": len(held), "discarded": 1}
         bye = bad.receive_json()
         assert bye["type"] == "bye" and "wrong answers" in bye["reason"]
+        assert bye["code"] == "banned"
     units = client.get(f"/api/v1/jobs/{job}/units").json()["units"]
     assert [u["results"] for u in units] == [0, 0], "the banned worker's result no longer counts"
     (entry,) = op(client, "GET", "/api/v1/audit").json()["entries"]
@@ -122,6 +123,7 @@ def test_banned_worker_reconnecting_is_refused(client: TestClient, app) -> None:
         assert ws.receive_json() == {
             "type": "bye",
             "reason": "this worker is banned by the operator",
+            "code": "banned",
         }
     assert op(client, "POST", f"/api/v1/workers/{wid}/unban", json={}).status_code == 200
     with client.websocket_connect(WS) as ws:
@@ -307,7 +309,7 @@ def test_metrics_in_prometheus_text_format(client: TestClient) -> None:
 
 class _Peer:
     def __init__(self, wid: str) -> None:
-        self.worker_id, self.addr, self.kind = wid, "10.0.0.1", "browser"
+        self.worker_id, self.addr = wid, "10.0.0.1"
         self.connected_at, self.credit, self.draining = time.time(), 1, False
         self.leases: set[int] = {1}
 

@@ -20,6 +20,7 @@ from websockets.http11 import Request, Response
 
 from tabgrid.kernels import checksum, mandelbrot
 from tabgrid.protocol import (
+    BANNED,
     BlobRef,
     Bye,
     Cancel,
@@ -222,6 +223,25 @@ async def serves_reconnects_and_resends(tmp_path: Path) -> None:
     assert json.loads(state.read_text()) == {"worker_id": "w-1", "secret": "s-w-1"}
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     assert any("reconnecting" in line for line in logs)
+
+
+async def stops_when_banned() -> list[str]:
+    stop, logs = asyncio.Event(), []
+    async with FakeCoordinator() as fake:
+        task = start_worker(fake.url, stop, logs)
+        peer = await fake.next_peer()
+        await peer.recv(Hello)
+        await peer.send(Bye(reason="banned by the operator: wrong answers", code=BANNED))
+        await peer.ws.close()
+        await asyncio.wait_for(task, TIMEOUT)  # ends by itself: no reconnecting
+        assert fake.peers.empty()
+    return logs
+
+
+def test_a_banned_worker_stops_instead_of_reconnecting() -> None:
+    logs = asyncio.run(stops_when_banned())
+    assert any("banned" in line and "stopping" in line for line in logs)
+    assert not any("reconnecting in" in line for line in logs)
 
 
 def test_worker_serves_reconnects_and_resends_finished_work(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tabgrid.protocol import (
+    BANNED,
     PROTOCOL_VERSION,
     Bye,
     CoordinatorMessage,
@@ -44,9 +45,10 @@ class State(enum.Enum):
 
 
 class ProtocolViolation(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 class WorkerConnection:
@@ -58,7 +60,6 @@ class WorkerConnection:
         self.addr = ws.client.host if ws.client else ""
         self.state = State.HELLO
         self.worker_id = ""
-        self.kind = ""
         self.connected_at = time.time()
         self.draining = False
         self.credit = 0
@@ -92,7 +93,7 @@ class WorkerConnection:
         try:
             await self._read_loop()
         except ProtocolViolation as e:
-            await self._close(1008, e.reason)
+            await self._close(1008, e.reason, e.code)
         except WebSocketDisconnect:
             pass
         finally:
@@ -159,10 +160,9 @@ class WorkerConnection:
         store = self.services.store
         wid, secret, banned = await store.run(workers_q.register, hello, self.addr, time.time())
         if banned:
-            raise ProtocolViolation("this worker is banned by the operator")
+            raise ProtocolViolation("this worker is banned by the operator", BANNED)
         self.draining = await store.run(bans.draining, wid)
         self.worker_id = wid
-        self.kind = hello.kind
         self.state = State.SERVING
         self.post(
             Welcome(
@@ -175,19 +175,19 @@ class WorkerConnection:
         self.scheduler.attach(self)
         log.info("worker %s (%s, %s) connected from %s", wid[:8], hello.kind, hello.name, self.addr)
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, code: str = "") -> None:
         """Ends the connection from the coordinator's side (an operator's ban)."""
         if self.state is not State.CLOSED:
-            self._closer = asyncio.ensure_future(self._close(1008, reason))
+            self._closer = asyncio.ensure_future(self._close(1008, reason, code))
 
-    async def _close(self, code: int, reason: str) -> None:
-        self.post(Bye(reason=reason))
+    async def _close(self, status: int, reason: str, code: str = "") -> None:
+        self.post(Bye(reason=reason, code=code))
         self.state = State.CLOSED
         with contextlib.suppress(asyncio.QueueFull):
             self._outbox.put_nowait(None)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._writer_task, 1.0)  # flush the bye
-            await self.ws.close(code=code, reason=reason[:120])
+            await self.ws.close(code=status, reason=reason[:120])
 
 
 async def worker_endpoint(ws: WebSocket) -> None:

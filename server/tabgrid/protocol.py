@@ -78,6 +78,10 @@ class Result(Struct, tag="result", frozen=True):
 
 class Bye(Struct, tag="bye", frozen=True):
     reason: str = ""
+    code: str = ""  # from the coordinator, BANNED: reconnecting cannot help
+
+
+BANNED = "banned"
 
 
 WorkerMessage = Hello | Ready | Hold | Result | Bye

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, func, select, text
 from tabgrid import kernels
 from tabgrid.blobs import BlobStore, digest_of
 from tabgrid.protocol import (
+    BANNED,
     Cancel,
     CoordinatorMessage,
     Error,
@@ -44,7 +45,6 @@ class Peer(Protocol):
 
     worker_id: str
     addr: str
-    kind: str
     connected_at: float
     credit: int
     leases: set[int]
@@ -54,7 +54,7 @@ class Peer(Protocol):
 
     def post(self, msg: CoordinatorMessage) -> None: ...
 
-    def close(self, reason: str) -> None: ...
+    def close(self, reason: str, code: str = "") -> None: ...
 
 
 @dataclass
@@ -154,7 +154,7 @@ class Scheduler:
         """The store has banned the worker: its connection goes now."""
         peer = self.peers.get(worker_id)
         if peer is not None:
-            peer.close(f"banned by the operator: {reason}")
+            peer.close(f"banned by the operator: {reason}", BANNED)
         self.poke()  # its released leases and discarded results want replicas
 
     def set_draining(self, worker_id: str, draining: bool) -> None:
@@ -229,15 +229,21 @@ class Scheduler:
         wanted: dict[str, tuple[str, int]],
         now: float,
     ) -> _TickResult:
+        # One look at the operator's bans and drains for every worker this tick touches.
+        involved = set(wanted) | {inc.worker for inc in batch}
+        stopped = bans.stopped(conn, sorted(involved)) if involved else {}
+        banned = frozenset(w for w, why in stopped.items() if why == "banned")
         outcome = (
-            self.validator.record(conn, self._check_inline(batch), now) if batch else Outcome()
+            self.validator.record(conn, self._check_inline(batch), now, banned)
+            if batch
+            else Outcome()
         )
         if outcome.new_work:
             announce(conn)  # a disagreement asked for a replica another coordinator may serve
         res = _TickResult(outcome)
         distinct = self.settings.distinct_addresses
         reason: str | None = None  # the same for every idle worker: counted once a tick
-        res.stopped = bans.stopped(conn, list(wanted)) if wanted else {}
+        res.stopped = {w: why for w, why in stopped.items() if w in wanted}
         for wid, (addr, n) in wanted.items():
             if wid in res.stopped:
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tabgrid.store.results import Outcome
@@ -70,19 +70,22 @@ class Telemetry:
 
 
 class HttpLatency:
-    """Times every HTTP request, labelled by the route's path template (bounded cardinality)."""
+    """Times every HTTP request, labelled by the route's path template (bounded cardinality).
+
+    The router leaves the matched endpoint in the scope, so the template is one dict lookup
+    rather than matching every route again on each request (workers fetch blobs per unit).
+    """
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry, routes: list[BaseRoute]) -> None:
         self.app = app
         self.telemetry = telemetry
-        self.routes = routes
+        self.templates = {
+            id(getattr(r, "endpoint", None) or getattr(r, "app", None)): getattr(r, "path", "")
+            for r in routes
+        }
 
     def _template(self, scope: Scope) -> str:
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is not Match.NONE:
-                return getattr(route, "path", "other")
-        return "unmatched"
+        return self.templates.get(id(scope.get("endpoint")), "unmatched")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tabgrid.protocol import (
+    BANNED,
     Adapter,
     Bye,
     Cancel,
@@ -356,6 +357,9 @@ class Worker:
             case Bye():
                 self._farewell = True
                 self.log(f"coordinator said goodbye: {message.reason or 'no reason given'}")
+                if message.code == BANNED:
+                    self.log("banned by the coordinator's operator: stopping, not reconnecting")
+                    self.stop.set()
             case Welcome():
                 self.log("ignored a second welcome on one connection")
 

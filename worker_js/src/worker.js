@@ -150,7 +150,7 @@ class VolunteerWorker {
         break;
       case 'bye':
         log('warn', `coordinator said bye: ${msg.reason}`);
-        if (/banned/i.test(msg.reason ?? '')) {
+        if (msg.code === 'banned') {
           // Reconnecting cannot help; the volunteer is told why.
           this.fail(`The coordinator's operator banned this worker: ${msg.reason}`);
         }

@@ -112,7 +112,8 @@ class JsGpu:
     def _check_current(self, *bufs: JsBuffer) -> None:
         for buf in bufs:
             if buf.device_generation != self._generation or self._device is None:
-                raise KernelError("buffer belongs to a GPU device that was lost")
+                why = f" ({self.lost_reason})" if self.lost_reason else ""
+                raise KernelError(f"buffer belongs to a GPU device that was lost{why}")
 
     def _descriptor(self, size: int, flags: int, mapped: bool) -> Any:
         key = (size, flags, mapped)

@@ -91,8 +91,16 @@ class Validator:
         self._kept: dict[str, bytes] = {}  # of those, the ones to store
         self._conn: Connection | None = None
 
-    def record(self, conn: Connection, batch: list[Incoming], now: float) -> Outcome:
-        """Inline outputs must have been checked against their digests (check_inline)."""
+    def record(
+        self,
+        conn: Connection,
+        batch: list[Incoming],
+        now: float,
+        banned: frozenset[str] = frozenset(),
+    ) -> Outcome:
+        """Inline outputs must have been checked against their digests (check_inline).
+        Results of ``banned`` workers are refused: a ban may have come through another
+        coordinator, or while they were in flight."""
         out = Outcome()
         self._conn = conn
         self._inline = {
@@ -105,7 +113,7 @@ class Validator:
         self._outcome = out
         self._now = now
         self._disagreements: list[dict] = []
-        accepted = self._accept(conn, batch, out)
+        accepted = self._accept(conn, batch, out, banned)
         if not accepted:
             return out
         loaded, specs = load_units_and_specs(conn, {rep.unit_id for _, rep in accepted})
@@ -133,12 +141,10 @@ class Validator:
         return out
 
     def _accept(
-        self, conn: Connection, batch: list[Incoming], out: Outcome
+        self, conn: Connection, batch: list[Incoming], out: Outcome, banned: frozenset[str]
     ) -> list[tuple[Incoming, _Held]]:
         ids = [inc.item.lease for inc in batch]
         reps = {r[0]: _Held._make(r) for r in conn.execute(_LEASES, {"ids": ids}).all()}
-        # A ban may have come through another coordinator, or while these were in flight.
-        banned = _banned(conn, {inc.worker for inc in batch})
         live = _live_replicas(conn, [r for r in reps.values() if r.state == "released"])
         accepted, seen = [], set()
         for inc in batch:
@@ -464,15 +470,6 @@ def _by_return(item: tuple) -> tuple[float, int]:
 
 def _elements(outputs: dict[str, Output]) -> int:
     return sum(prod(o.shape) for o in outputs.values())
-
-
-def _banned(conn: Connection, workers: set[str]) -> set[str]:
-    found: set[str] = set()
-    ids = sorted(workers)
-    for i in range(0, len(ids), 500):
-        q = select(W.c.id).where(W.c.id.in_(ids[i : i + 500]), W.c.banned)
-        found.update(conn.execute(q).scalars())
-    return found
 
 
 def _live_replicas(conn: Connection, released: list[_Held]) -> set[tuple[int, str]]:
