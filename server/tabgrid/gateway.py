@@ -64,7 +64,7 @@ class WorkerConnection:
         self.draining = False
         self.credit = 0
         self.leases: set[int] = set()
-        self.jobs_sent: set[int] = set()
+        self.jobs_sent: set[str] = set()
         self.idle_reason: str | None = None
         self.bad = 0
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue(OUTBOX)
@@ -106,7 +106,7 @@ class WorkerConnection:
 
     async def _read_loop(self) -> None:
         while self.state is not State.CLOSED:
-            msg = await self.ws.receive()
+            msg = await self._receive()
             if msg["type"] == "websocket.disconnect":
                 return
             raw = msg.get("text")
@@ -122,6 +122,18 @@ class WorkerConnection:
                 self._complain("bad_message", f"could not decode the message: {e}")
                 continue
             await self._handle(decoded)
+
+    async def _receive(self) -> dict:
+        """The next frame; before the hello only until the hello timeout, so that silent
+        connections cannot pile up."""
+        if self.state is not State.HELLO:
+            return await self.ws.receive()
+        timeout = self.limits.hello_timeout_s
+        left = self.connected_at + timeout - time.time()
+        try:
+            return await asyncio.wait_for(self.ws.receive(), max(0.0, left))
+        except TimeoutError:
+            raise ProtocolViolation(f"no hello within {timeout:g} s of connecting") from None
 
     def _complain(self, code: str, message: str) -> None:
         self.bad += 1

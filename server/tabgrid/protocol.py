@@ -18,12 +18,23 @@ DType = Literal["float32", "int32", "uint32", "uint8", "float64", "int64"]
 Params = dict[str, Any]
 
 
+MAX_DIMS = 8
+# One dimension of an array: 2^40 elements is far past any blob limit, and products of eight of
+# them still fit in the integers numpy and the databases use.
+Dim = Annotated[int, Meta(ge=0, le=1 << 40)]
+Shape = Annotated[list[Dim], Meta(max_length=MAX_DIMS)]
+# Ids are 64-bit signed integers in both databases; anything larger names nothing.
+Id = Annotated[int, Meta(ge=0, le=(1 << 63) - 1)]
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL's text cannot hold NUL: refused at decode, not in a statement
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
+
+
 class BlobRef(Struct, frozen=True):
     """A typed array stored as a content-addressed blob (C order, little-endian)."""
 
     digest: Digest
     dtype: DType
-    shape: list[Annotated[int, Meta(ge=0)]]
+    shape: Shape
 
 
 class Output(Struct, frozen=True):
@@ -31,14 +42,14 @@ class Output(Struct, frozen=True):
 
     digest: Digest
     dtype: DType
-    shape: list[Annotated[int, Meta(ge=0)]]
+    shape: Shape
     data: bytes | None = None
 
 
 # ---- worker -> coordinator ----------------------------------------------------------------
 
 
-Short = Annotated[str, Meta(max_length=200)]  # shown to operators, stored per worker
+Short = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]  # shown to operators, stored
 
 
 class Adapter(Struct, frozen=True):
@@ -66,19 +77,22 @@ class Ready(Struct, tag="ready", frozen=True):
 
 
 class ResultItem(Struct, frozen=True):
-    lease: int
-    outputs: dict[str, Output] | None = None
-    error: str | None = None
-    elapsed_ms: float = 0.0
+    """Untrusted: every field is bounded here, so a hostile value fails its own message at
+    decode instead of the scheduler's round."""
+
+    lease: Id
+    outputs: Annotated[dict[Name, Output], Meta(max_length=32)] | None = None
+    error: Annotated[str, Meta(max_length=4000, pattern=NO_NUL)] | None = None
+    elapsed_ms: Annotated[float, Meta(ge=0, le=1e9)] = 0.0
 
 
 class Result(Struct, tag="result", frozen=True):
-    results: list[ResultItem]
+    results: Annotated[list[ResultItem], Meta(max_length=1024)]
 
 
 class Bye(Struct, tag="bye", frozen=True):
-    reason: str = ""
-    code: str = ""  # from the coordinator, BANNED: reconnecting cannot help
+    reason: Annotated[str, Meta(max_length=1000, pattern=NO_NUL)] = ""
+    code: Short = ""  # from the coordinator, BANNED: reconnecting cannot help
 
 
 BANNED = "banned"
@@ -98,12 +112,15 @@ class Welcome(Struct, tag="welcome", frozen=True):
 
 
 class JobSpec(Struct, tag="job", frozen=True):
-    """Sent once per job and connection, before that job's first lease."""
+    """Sent once per job and connection, before that job's first lease. Workers cache it by
+    ``key``, a digest of what the job computes: a job id names a row, and a cache keyed by it
+    would run whatever job once held that id."""
 
     job: int
     kernel: str
     params: Params
     inputs: dict[str, BlobRef]
+    key: str = ""
 
 
 class LeaseItem(Struct, frozen=True):
@@ -114,6 +131,7 @@ class LeaseItem(Struct, frozen=True):
     params: Params
     inputs: dict[str, BlobRef]
     deadline: float
+    spec: str = ""  # the key of the JobSpec this unit runs under
 
 
 class Lease(Struct, tag="lease", frozen=True):
@@ -152,6 +170,14 @@ CoordinatorMessage = Welcome | JobSpec | Lease | Cancel | Idle | Stats | Error |
 
 # ---- HTTP API bodies ----------------------------------------------------------------------
 
+# Every integer a client sends is bounded to what its database column holds: ids are 64-bit
+# signed; a job's priority is a 32-bit INTEGER column on PostgreSQL.
+INT64_MAX = (1 << 63) - 1
+INT32_MAX = (1 << 31) - 1
+RowId = Annotated[int, Meta(ge=1, le=INT64_MAX)]
+Priority = Annotated[int, Meta(ge=-INT32_MAX - 1, le=INT32_MAX, description="higher runs first")]
+Label = Annotated[str, Meta(max_length=200)]
+
 
 class Policy(Struct, frozen=True, forbid_unknown_fields=True):
     quorum: Annotated[int, Meta(ge=1, le=16)] = 2
@@ -160,7 +186,7 @@ class Policy(Struct, frozen=True, forbid_unknown_fields=True):
     compare: Literal["exact", "allclose", "kernel"] = "exact"
     rtol: Annotated[float, Meta(ge=0)] = 1e-5
     atol: Annotated[float, Meta(ge=0)] = 1e-6
-    priority: int = 0
+    priority: Priority = 0
 
 
 class UnitSpec(Struct, frozen=True, forbid_unknown_fields=True):
@@ -174,8 +200,8 @@ class JobSubmit(Struct, frozen=True, forbid_unknown_fields=True):
     params: Params = {}
     inputs: dict[str, BlobRef] = {}
     policy: Policy = Policy()
-    name: str = ""
-    idempotency_key: str | None = None
+    name: Label = ""
+    idempotency_key: Label | None = None
 
 
 JobState = Literal["running", "paused", "done", "failed", "cancelled"]
@@ -236,7 +262,7 @@ class UnitResultLine(Struct):
 
 class TokenCreate(Struct, frozen=True, forbid_unknown_fields=True):
     role: Literal["submitter", "operator"]
-    name: str = ""
+    name: Label = ""
 
 
 class TokenCreated(Struct):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from sqlalchemy import Connection, func, select, text
@@ -19,6 +19,7 @@ from tabgrid import kernels
 from tabgrid.blobs import BlobStore, digest_of
 from tabgrid.protocol import (
     BANNED,
+    BlobRef,
     Cancel,
     CoordinatorMessage,
     Error,
@@ -27,17 +28,23 @@ from tabgrid.protocol import (
     Lease,
     LeaseItem,
     ResultItem,
+    encoder,
 )
 from tabgrid.settings import Settings
 from tabgrid.store import Store, bans
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import leases as leases_q
+from tabgrid.store import workers as workers_q
 from tabgrid.store.notify import announce
 from tabgrid.store.results import Incoming, JobContext, Outcome, Validator
 from tabgrid.store.tables import Job, Unit
 from tabgrid.telemetry import Telemetry
 
 log = logging.getLogger("tabgrid.scheduler")
+
+MAX_TICK_TRIES = 3  # a tick the database refused is tried again this often
+TICK_RETRY_S = 0.5
+PRUNE_EVERY_S = 60.0
 
 
 class Peer(Protocol):
@@ -48,7 +55,7 @@ class Peer(Protocol):
     connected_at: float
     credit: int
     leases: set[int]
-    jobs_sent: set[int]
+    jobs_sent: set[str]  # JobSpec keys
     idle_reason: str | None
     draining: bool
 
@@ -80,6 +87,7 @@ class Scheduler:
         self._starving: set[str] = set()  # workers the last claim could not fill
         self._wake = asyncio.Event()
         self._contexts: dict[int, JobContext] = {}
+        self._next_prune = 0.0
         self.validator = Validator(self._context, blobs)
 
     # ---- called by the gateway and the API -----------------------------------------------
@@ -183,9 +191,10 @@ class Scheduler:
             try:
                 await self._tick()
             except Exception:
-                # Nothing of the failed tick was committed: its leases stay out and come back
-                # through the deadline, so the work is recomputed, never half-recorded.
-                log.exception("a scheduler tick failed; its results will be recomputed")
+                # Nothing of the failed tick was committed (the database itself failed: each
+                # worker's results are isolated inside the tick); _tick queued it again.
+                log.exception("a scheduler tick failed; trying its work again")
+                await asyncio.sleep(TICK_RETRY_S)
 
     async def sweep(self) -> None:
         """Expires leases past their deadline; retries idle workers (work may come from another
@@ -196,7 +205,18 @@ class Scheduler:
             if n:
                 log.info("%d leases passed their deadline and were released", n)
             await self._undrained()
+            await self._forget_unused_workers()
             self.poke()
+
+    async def _forget_unused_workers(self) -> None:
+        now = time.time()
+        if now < self._next_prune:
+            return
+        ttl = self.settings.unused_worker_ttl_s
+        self._next_prune = now + min(PRUNE_EVERY_S, ttl)
+        n = await self.store.run(workers_q.prune_unused, now - ttl, sorted(self.peers))
+        if n:
+            log.info("forgot %d worker records that never held a lease", n)
 
     async def _undrained(self) -> None:
         """Drained workers an operator let go again, perhaps through another coordinator."""
@@ -219,7 +239,16 @@ class Scheduler:
         self._hungry.clear()
         if not batch and not wanted:
             return
-        res = await self.store.run(self._work, batch, wanted, time.time())
+        try:
+            res = await self.store.run(self._work, batch, wanted, time.time())
+        except Exception:
+            # Nobody's work is forgotten: the workers still want units, and the results are
+            # tried again a few times before their leases are left to the deadline.
+            self._hungry.update(w for w in wanted if w in self.peers)
+            again = [replace(inc, tries=inc.tries + 1) for inc in batch]
+            self._results[:0] = [inc for inc in again if inc.tries <= MAX_TICK_TRIES]
+            self._wake.set()
+            raise
         self._deliver(res, wanted)
 
     def _work(
@@ -233,11 +262,7 @@ class Scheduler:
         involved = set(wanted) | {inc.worker for inc in batch}
         stopped = bans.stopped(conn, sorted(involved)) if involved else {}
         banned = frozenset(w for w, why in stopped.items() if why == "banned")
-        outcome = (
-            self.validator.record(conn, self._check_inline(batch), now, banned)
-            if batch
-            else Outcome()
-        )
+        outcome = self._record(conn, self._check_inline(batch), now, banned)
         if outcome.new_work:
             announce(conn)  # a disagreement asked for a replica another coordinator may serve
         res = _TickResult(outcome)
@@ -257,6 +282,33 @@ class Scheduler:
                 self._context(conn, c.job)
         return res
 
+    def _record(
+        self, conn: Connection, batch: list[Incoming], now: float, banned: frozenset[str]
+    ) -> Outcome:
+        """Records the batch; when that fails, each worker's results alone, so that a result
+        no check foresaw costs only its sender: the others' results and credit stand."""
+        if not batch:
+            return Outcome()
+        try:
+            with conn.begin_nested():
+                return self.validator.record(conn, batch, now, banned)
+        except Exception:  # noqa: BLE001 - isolated below, worker by worker
+            log.warning("a batch of %d results failed; recording them worker by worker", len(batch))
+        outcome = Outcome()
+        by_worker: dict[str, list[Incoming]] = {}
+        for inc in batch:
+            by_worker.setdefault(inc.worker, []).append(inc)
+        for worker, items in by_worker.items():
+            try:
+                with conn.begin_nested():
+                    outcome.merge(self.validator.record(conn, items, now, banned))
+            except Exception as e:  # noqa: BLE001 - the sender's results are refused
+                log.warning("results of worker %s could not be recorded: %r", worker[:8], e)
+                why = f"results that could not be recorded ({type(e).__name__})"
+                outcome.hostile[worker] = why
+                outcome.rejected.append((worker, f"{why}: they do not count"))
+        return outcome
+
     def _deliver(self, res: _TickResult, wanted: dict[str, tuple[str, int]]) -> None:
         self.telemetry.outcome(res.outcome)
         for wid, why in res.stopped.items():
@@ -270,6 +322,9 @@ class Scheduler:
         for wid, stats in res.outcome.stats.items():
             if (p := self.peers.get(wid)) is not None:
                 p.post(stats)
+        for wid, why in res.outcome.hostile.items():
+            if (p := self.peers.get(wid)) is not None:
+                p.close(why)
         for wid, claimed in res.claims.items():
             peer = self.peers.get(wid)
             if peer is None:
@@ -287,12 +342,11 @@ class Scheduler:
             self._wake.set()
 
     def _send_leases(self, peer: Peer, claimed: list[leases_q.Claimed]) -> None:
-        for job in {c.job for c in claimed} - peer.jobs_sent:
+        for job in {c.job for c in claimed}:
             ctx = self._contexts[job]
-            peer.post(
-                JobSpec(job=job, kernel=ctx.kernel.NAME, params=ctx.params, inputs=ctx.inputs)
-            )
-            peer.jobs_sent.add(job)
+            if ctx.key not in peer.jobs_sent:
+                peer.post(JobSpec(job, ctx.kernel.NAME, ctx.params, ctx.inputs, ctx.key))
+                peer.jobs_sent.add(ctx.key)
         items = [
             LeaseItem(
                 lease=c.lease,
@@ -302,6 +356,7 @@ class Scheduler:
                 params=c.params,
                 inputs=c.inputs,
                 deadline=c.deadline,
+                spec=self._contexts[c.job].key,
             )
             for c in claimed
         ]
@@ -337,9 +392,18 @@ class Scheduler:
             row = jobs_q.get_job(conn, job_id)
             if row is None:
                 raise LookupError(f"job {job_id} does not exist")
-            ctx = JobContext(kernels.get(row.kernel), row.policy, row.params, row.inputs)
+            kernel = kernels.get(row.kernel)
+            key = job_key(job_id, row.kernel, row.params, row.inputs)
+            ctx = JobContext(kernel, row.policy, row.params, row.inputs, key)
             self._contexts[job_id] = ctx
         return ctx
+
+
+def job_key(job_id: int, kernel: str, params: dict, inputs: dict[str, BlobRef]) -> str:
+    """A digest of everything a job's units run under: a job that reuses an id, or a worker
+    cache that outlives a job, can never match another job's description."""
+    spec = JobSpec(job=job_id, kernel=kernel, params=params, inputs=inputs)
+    return digest_of(encoder.encode(spec))[:32]
 
 
 def idle_reason(conn: Connection, distinct: bool) -> str:

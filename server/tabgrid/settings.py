@@ -8,6 +8,7 @@ from pathlib import Path
 
 KiB = 1024
 MiB = 1024 * KiB
+GiB = 1024 * MiB
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,14 @@ class Limits:
     max_units: int = 200_000  # units in one job
     max_leases: int = 64  # outstanding leases per worker
     max_bad_messages: int = 5  # malformed messages before the socket is closed
+    hello_timeout_s: float = 10.0  # a connection that says no hello by then is closed
     max_page: int = 1000  # units per page
+    # Uploads no job uses yet (see store/uploads.py): per token, and per worker on top of the
+    # bound its held leases declare.
+    upload_quota_bytes: int = 4 * GiB
+    upload_quota_blobs: int = 10_000
+    worker_upload_quota_bytes: int = 1 * GiB
+    worker_upload_quota_blobs: int = 256
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,13 @@ class Settings:
     distinct_addresses: bool = True
     sweep_interval_s: float = 1.0
     restart_grace_s: float = 10.0  # leases left by a killed coordinator wait this long
+    # A worker record that never held a lease is forgotten this long after its last hello.
+    unused_worker_ttl_s: float = 3600.0
+    # An upload no job uses is deleted this long after it was made: a token's, and a worker's
+    # whose result never came. The blob sweeper looks every blob_sweep_interval_s.
+    upload_ttl_s: float = 3600.0
+    worker_upload_ttl_s: float = 600.0
+    blob_sweep_interval_s: float = 30.0
     batch_window_s: float = 0.001
     console_interval_s: float = 1.0  # the console hub's tick: its queries and its stream
     web_dir: Path | None = None  # the built contribute page; None: web/dist of this source tree

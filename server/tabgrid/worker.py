@@ -174,7 +174,7 @@ class Worker:
         self.stop = stop or asyncio.Event()
         self.cache_bytes = cache_bytes
         self.retry_base, self.retry_cap = retry_base, retry_cap
-        self.jobs: OrderedDict[int, JobSpec] = OrderedDict()
+        self.jobs: OrderedDict[str, JobSpec] = OrderedDict()  # by JobSpec key
         self.running: dict[int, asyncio.Task[None]] = {}
         self.finished: list[Finished] = []
         self.ws: ClientConnection | None = None
@@ -340,8 +340,9 @@ class Worker:
     def _handle(self, message: Any) -> None:
         match message:
             case JobSpec():
-                self.jobs[message.job] = message
-                self.jobs.move_to_end(message.job)
+                key = spec_key(message.key, message.job)
+                self.jobs[key] = message
+                self.jobs.move_to_end(key)
                 while len(self.jobs) > MAX_JOBS:
                     self.jobs.popitem(last=False)
             case Lease():
@@ -426,7 +427,7 @@ class Worker:
 
     async def _compute(self, item: LeaseItem) -> tuple[dict[str, Array], float]:
         """The unit's outputs and the milliseconds the kernel took (input fetches aside)."""
-        spec = self.jobs.get(item.job)
+        spec = self.jobs.get(spec_key(item.spec, item.job))
         if spec is None:
             raise KernelError(f"no job description for job {item.job} arrived before its lease")
         refs = spec.inputs | item.inputs
@@ -533,6 +534,12 @@ class Worker:
 async def _send(ws: ClientConnection, message: bytes) -> None:
     # Control messages are JSON text frames; a str is sent as text by every websockets version.
     await ws.send(message.decode())
+
+
+def spec_key(key: str, job: int) -> str:
+    """Job descriptions are cached by their key, never by the job id alone: an id may name
+    another job later. The id stands in only for a coordinator that sends no key."""
+    return key or f"job {job}"
 
 
 def _ms_since(start: float) -> float:

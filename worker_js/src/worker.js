@@ -15,6 +15,7 @@ import { loadRuntime } from './runtime.js';
 
 const PROTOCOL = 1;
 const STATS_EVERY_MS = 1000;
+const MAX_JOBS = 256; // job descriptions kept, as the native worker
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 const log = (level, text) => post({ type: 'log', level, text });
@@ -119,7 +120,11 @@ class VolunteerWorker {
   receive(msg) {
     switch (msg.type) {
       case 'job':
-        this.jobs.set(msg.job, msg);
+        // By the description's key, never the job id alone: an id may name another job later.
+        this.jobs.delete(specKey(msg.key, msg.job));
+        this.jobs.set(specKey(msg.key, msg.job), msg);
+        // Oldest first (a Map keeps insertion order), as the native worker bounds its cache.
+        while (this.jobs.size > MAX_JOBS) this.jobs.delete(this.jobs.keys().next().value);
         break;
       case 'lease':
         this.credit = Math.max(0, this.credit - msg.leases.length);
@@ -203,7 +208,7 @@ class VolunteerWorker {
 
   async compute(lease) {
     this.running = lease;
-    const spec = this.jobs.get(lease.job);
+    const spec = this.jobs.get(specKey(lease.spec, lease.job));
     this.current = { job: lease.job, kernel: spec?.kernel ?? null };
     this.report();
     let item;
@@ -360,6 +365,10 @@ class VolunteerWorker {
     });
     this.report();
   }
+}
+
+function specKey(key, job) {
+  return key || `job ${job}`;
 }
 
 function clampDuty(duty) {

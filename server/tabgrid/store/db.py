@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate
@@ -27,16 +28,28 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql"):
         return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 
+def _private_file(path: Path) -> None:
+    """The database holds token hashes and every result: only its owner may read it. SQLite
+    gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # The driver would begin a transaction only at the first write, so a transaction's reads
+    # and savepoints would fall outside it: SQLAlchemy says when to begin (_sqlite_begin).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # WAL + NORMAL survives a killed process (not a power cut); readers run beside the writer.
     cur.execute("PRAGMA journal_mode=WAL")
@@ -45,11 +58,16 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
 def create_schema(engine: Engine) -> None:
-    from tabgrid.store.migrate import add_missing_columns
+    from tabgrid.store.migrate import add_missing_columns, never_reuse_ids
 
     SQLModel.metadata.create_all(engine)
     add_missing_columns(engine)
+    never_reuse_ids(engine, SQLModel.metadata)
 
 
 class Db:

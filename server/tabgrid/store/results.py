@@ -45,6 +45,7 @@ MAX_DESCRIBED = 1 << 22  # elements compared one by one for the feed; larger: by
 class Incoming:
     worker: str
     item: ResultItem
+    tries: int = 0  # ticks that failed with it
 
 
 @dataclass
@@ -55,6 +56,7 @@ class JobContext:
     policy: Policy
     params: dict
     inputs: dict[str, BlobRef]
+    key: str = ""  # what workers cache the job's description under (protocol.JobSpec)
 
 
 @dataclass
@@ -69,6 +71,20 @@ class Outcome:
     errors: int = 0
     # Seconds from each newly validated unit's first result to its verdict.
     latencies: list[float] = field(default_factory=list)
+    # Workers whose results could not be recorded at all, and why: they are cut off.
+    hostile: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: Outcome) -> None:
+        """Adds a later part of the same tick (each worker's stats are read after its part)."""
+        self.stats |= other.stats
+        self.rejected += other.rejected
+        self.new_work |= other.new_work
+        self.units_done += other.units_done
+        self.valid += other.valid
+        self.invalid += other.invalid
+        self.errors += other.errors
+        self.latencies += other.latencies
+        self.hostile |= other.hostile
 
 
 class _Held(NamedTuple):

@@ -5,9 +5,14 @@ from __future__ import annotations
 from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+# Ids travel to workers and clients (jobs, units, leases, tokens, entries): SQLite must never
+# hand a deleted row's id to a new one, which it does for the newest row without AUTOINCREMENT.
+NEVER_REUSED = {"sqlite_autoincrement": True}
+
 
 class Token(SQLModel, table=True):
     __tablename__ = "tokens"
+    __table_args__ = (NEVER_REUSED,)
     id: int | None = Field(default=None, primary_key=True)
     name: str = ""
     role: str
@@ -18,7 +23,7 @@ class Token(SQLModel, table=True):
 
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("owner_id", "idempotency_key"),)
+    __table_args__ = (UniqueConstraint("owner_id", "idempotency_key"), NEVER_REUSED)
     id: int | None = Field(default=None, primary_key=True)
     owner_id: int | None = Field(default=None, foreign_key="tokens.id", index=True)
     name: str = ""
@@ -52,6 +57,7 @@ class Unit(SQLModel, table=True):
             postgresql_where=text("want > 0"),
         ),
         Index("units_job_state", "job_id", "state"),
+        NEVER_REUSED,
     )
     id: int | None = Field(default=None, primary_key=True)
     job_id: int = Field(foreign_key="jobs.id")
@@ -84,6 +90,7 @@ class Replica(SQLModel, table=True):
             sqlite_where=text("state = 'leased'"),
             postgresql_where=text("state = 'leased'"),
         ),
+        NEVER_REUSED,
     )
     id: int | None = Field(default=None, primary_key=True)
     unit_id: int = Field(foreign_key="units.id")
@@ -140,10 +147,25 @@ class BlobUse(SQLModel, table=True):
     job_id: int = Field(primary_key=True, index=True)
 
 
+class BlobUpload(SQLModel, table=True):
+    """An upload's claim on its blob: it keeps the blob until it expires or a job of its
+    owner uses it (store/uploads.py). One row per blob and owner ("token:<id>", "worker:<id>");
+    uploading again renews it."""
+
+    __tablename__ = "blob_uploads"
+    __table_args__ = (Index("blob_uploads_owner", "owner"),)
+    digest: str = Field(primary_key=True)
+    owner: str = Field(primary_key=True)
+    size: int
+    created_at: float
+    expires_at: float = Field(index=True)
+
+
 class AuditEntry(SQLModel, table=True):
     """An operator's action: who, when, on what, and why."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (NEVER_REUSED,)
     id: int | None = Field(default=None, primary_key=True)
     at: float = Field(index=True)
     actor_id: int | None = None  # the token
@@ -157,6 +179,7 @@ class Disagreement(SQLModel, table=True):
     """Results of one unit that did not agree, and how they differed (the console's feed)."""
 
     __tablename__ = "disagreements"
+    __table_args__ = (NEVER_REUSED,)
     id: int | None = Field(default=None, primary_key=True)
     at: float = Field(index=True)
     job_id: int = Field(index=True)
@@ -170,6 +193,7 @@ class Disagreement(SQLModel, table=True):
 __all__ = [
     "AuditEntry",
     "Blob",
+    "BlobUpload",
     "BlobUse",
     "Disagreement",
     "Job",

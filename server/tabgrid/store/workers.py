@@ -6,13 +6,14 @@ import hashlib
 import secrets
 import uuid
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from tabgrid.protocol import Hello
 from tabgrid.store.codec import dumps
-from tabgrid.store.tables import Worker
+from tabgrid.store.tables import Replica, Worker
 
 W = Worker.__table__  # type: ignore[attr-defined]
+R = Replica.__table__  # type: ignore[attr-defined]
 
 
 def _hash(secret: str) -> str:
@@ -62,3 +63,19 @@ def check_secret(conn: Connection, worker_id: str, secret: str) -> bool:
 def get(conn: Connection, worker_id: str) -> dict | None:
     row = conn.execute(select(W).where(W.c.id == worker_id)).mappings().first()
     return dict(row) if row else None
+
+
+def prune_unused(conn: Connection, seen_before: float, connected: list[str]) -> int:
+    """Forgets workers that said hello and never held a lease: any anonymous hello makes a
+    record, and a record without work has no standing to keep. Returns how many went."""
+    never_leased = ~exists().where(R.c.worker_id == W.c.id)
+    unused = (
+        (W.c.results == 0)
+        & ~W.c.banned
+        & ~W.c.draining
+        & (W.c.last_seen < seen_before)
+        & never_leased
+    )
+    if connected:
+        unused &= W.c.id.not_in(connected)
+    return conn.execute(delete(W).where(unused)).rowcount
