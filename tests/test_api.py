@@ -118,11 +118,11 @@ def test_blob_put_get_head(api: Api) -> None:
     assert first.json() == {"digest": digest, "size": len(data)}
     assert api.client.put(url, content=data, headers=alice).status_code == 200
 
-    got = api.client.get(url)  # no auth: content-addressed
+    got = api.client.get(url, headers=alice)  # its uploader (tests/test_blob_security.py)
     assert got.status_code == 200
     assert got.content == data
-    assert got.headers["cache-control"] == "public, max-age=31536000, immutable"
-    head = api.client.head(url)
+    assert got.headers["cache-control"] == "private, max-age=31536000, immutable"
+    head = api.client.head(url, headers=alice)
     assert head.status_code == 200
     assert head.headers["content-length"] == str(len(data))
     assert head.content == b""
@@ -131,9 +131,10 @@ def test_blob_put_get_head(api: Api) -> None:
 
 def test_unknown_blob_is_a_404_problem(api: Api) -> None:
     digest = "0" * 64
-    doc = problem(api.client.get(f"/api/v1/blobs/{digest}"), 404)
+    operator = api.auth("operator", "olga")
+    doc = problem(api.client.get(f"/api/v1/blobs/{digest}", headers=operator), 404)
     assert digest in doc.detail
-    assert api.client.head(f"/api/v1/blobs/{digest}").status_code == 404
+    assert api.client.head(f"/api/v1/blobs/{digest}", headers=operator).status_code == 404
     doc = problem(api.client.get("/api/v1/blobs/not-a-digest"), 400)
     assert "sha256" in doc.detail
 
@@ -141,10 +142,11 @@ def test_unknown_blob_is_a_404_problem(api: Api) -> None:
 def test_blob_digest_mismatch_is_refused_and_not_stored(api: Api) -> None:
     claimed = hashlib.sha256(b"what was promised").hexdigest()
     actual = hashlib.sha256(b"what was sent").hexdigest()
-    r = api.client.put(f"/api/v1/blobs/{claimed}", content=b"what was sent", headers=api.auth())
+    alice = api.auth()
+    r = api.client.put(f"/api/v1/blobs/{claimed}", content=b"what was sent", headers=alice)
     doc = problem(r, 400)
     assert f"the bytes hash to {actual}, not {claimed}" in doc.detail
-    assert api.client.get(f"/api/v1/blobs/{claimed}").status_code == 404
+    assert api.client.get(f"/api/v1/blobs/{claimed}", headers=alice).status_code == 404
     assert not list((api.data_dir / "blobs" / "tmp").iterdir())
 
 
@@ -164,7 +166,7 @@ def test_oversized_blob_is_refused_declared_or_streamed(make_api: MakeApi) -> No
 
     doc = problem(api.client.put(url, content=chunks(), headers=alice), 413)
     assert "at most 64 bytes" in doc.detail
-    assert api.client.get(url).status_code == 404
+    assert api.client.get(url, headers=alice).status_code == 404
     assert not list((api.data_dir / "blobs" / "tmp").iterdir())
     assert put_blob(api, b"y" * 64, alice)  # the limit itself is allowed
 
@@ -180,7 +182,8 @@ def test_blob_put_needs_a_token_or_worker_credentials(api: Api) -> None:
     hello = Hello(kind="native", name="box")
     wid, secret, _ = api.store.tx(workers.register, hello, "127.0.0.1", time.time())
     r = api.client.put(url, content=data, headers={"authorization": f"Worker {wid}:{secret}"})
-    assert r.status_code == 201
+    doc = problem(r, 403)  # only the outputs of leases it holds (tests/test_blob_security.py)
+    assert "holds no lease" in doc.detail
 
     bad = {"authorization": f"Worker {wid}:not-the-secret"}
     doc = problem(api.client.put(url, content=data, headers=bad), 401)
@@ -246,7 +249,7 @@ def test_delete_frees_blobs_only_when_no_other_job_uses_them(api: Api) -> None:
 
     assert api.client.delete(f"/api/v1/jobs/{first.id}", headers=alice).status_code == 204
     assert not on_disk(own)
-    assert api.client.get(f"/api/v1/blobs/{own['digest']}").status_code == 404
+    assert api.client.get(f"/api/v1/blobs/{own['digest']}", headers=alice).status_code == 404
     assert on_disk(shared)
 
     # Deleting a running job cancels it first.

@@ -99,22 +99,25 @@ ENDPOINTS: list[Endpoint] = [
         "PUT",
         f"{PREFIX}/blobs/{{digest}}",
         api_blobs.put_blob,
-        "Store bytes under their sha256 (checked while streaming)",
+        "Store bytes under their sha256 (checked while streaming); a worker only the outputs "
+        "of leases it holds; uploads no job uses yet are bounded and expire",
         auth=("bearer", "worker"),
         body=Media("application/octet-stream", description="the raw bytes"),
         returns=BlobStored,
         status=201,
         also=(200,),
-        problems=(400, 413),
+        problems=(400, 413, 429),
     ),
     Endpoint(
         "GET",
         f"{PREFIX}/blobs/{{digest}}",
         api_blobs.get_blob,
-        "The bytes of a blob (immutable; HEAD works too)",
-        auth=(),
+        "The bytes of a blob, checked against its digest (immutable; HEAD works too): for its "
+        "uploader, the owners of jobs that use it, operators, and workers leased a unit that "
+        "names it as an input",
+        auth=("bearer", "worker"),
         returns=Media("application/octet-stream", description="the raw bytes"),
-        problems=(400, 404),
+        problems=(400, 404, 409),
     ),
     Endpoint(
         "POST",

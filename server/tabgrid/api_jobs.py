@@ -17,8 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tabgrid import auth, submission
-from tabgrid.blobs import BlobStore
+from tabgrid import api_blobs, auth, submission
 from tabgrid.httpio import (
     choice_param,
     decode,
@@ -108,7 +107,9 @@ async def submit_job(request: Request) -> Response:
         found = await svc.store.run(_idempotent, who, submit.idempotency_key, time.time())
         if found is not None:
             return json_response(found, 200, _location(found.id))
-    errors = await asyncio.to_thread(submission.check, submit, svc.blobs)
+    # Only blobs this submitter may read count as stored (api_blobs.readable_store).
+    blobs = await api_blobs.readable_store(svc, who, submit)
+    errors = await asyncio.to_thread(submission.check, submit, blobs)
     if errors:
         raise ProblemError(
             422,
@@ -291,7 +292,7 @@ async def delete_job(request: Request) -> Response:
     if pairs:
         await svc.scheduler.cancelled(pairs, "job deleted")
     svc.scheduler.forget_job(job_id)
-    await asyncio.to_thread(_free, svc.blobs, digests)
+    await api_blobs.free(svc, digests)
     return Response(status_code=204)
 
 
@@ -305,8 +306,3 @@ def _retire(
     if who.is_operator and job["owner_id"] != who.id:
         audit.record(conn, who, "cancel", f"job {job_id}", f"was {job['state']}", now)
     return pairs, jobs.retire_job(conn, job_id)
-
-
-def _free(blobs: BlobStore, digests: list[str]) -> None:
-    for digest in digests:
-        blobs.delete(digest)

@@ -37,7 +37,7 @@ class Services:
 
 
 def create_app(settings: Settings) -> Starlette:
-    from tabgrid import api, gateway, pages, web
+    from tabgrid import api, api_blobs, gateway, pages, web
 
     store = Store(settings.db)
     blobs = BlobStore(settings.blob_dir)
@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> Starlette:
         tasks = [
             _supervised(services.scheduler.run(), "scheduler"),
             _supervised(services.scheduler.sweep(), "lease sweeper"),
+            _supervised(api_blobs.sweep(services), "blob sweeper"),
             _supervised(hub.run(), "console hub"),
         ]
         if store.is_postgres:

@@ -9,6 +9,7 @@ from tabgrid.httpio import services
 from tabgrid.problems import ProblemError
 from tabgrid.store import tokens, workers
 from tabgrid.store.tokens import Principal
+from tabgrid.store.uploads import Owner
 
 SUBMITTER = "submitter"
 OPERATOR = "operator"
@@ -64,12 +65,20 @@ def check_role(who: Principal, roles: tuple[str, ...]) -> Principal:
     return who
 
 
-async def uploader(request: Request) -> str:
-    """Blob uploads accept a token of any role or a worker's id and secret; returns who it is."""
+async def uploader(request: Request) -> Owner:
+    """Who sends or reads a blob: a token of any role, or a worker by its id and secret (from
+    Welcome). 401 without valid credentials, 403 for a banned worker. What each may do with a
+    blob is decided by the blob routes (store/uploads.py)."""
+    if not request.headers.get("authorization", "").strip():
+        raise _unauthorized(
+            "blobs need credentials: a token ('Authorization: Bearer <token>') or a worker's "
+            "('Authorization: Worker <worker_id>:<secret>', as Welcome gave them)",
+            _CHALLENGE,
+        )
     scheme, value = _credentials(request)
     if scheme == "bearer":
         who = await _lookup(request, value)
-        return f"token {who.id}"
+        return Owner("token", str(who.id), who)
     if scheme == "worker":
         worker_id, _, secret = value.partition(":")
         verdict = await services(request).store.run(_worker_verdict, worker_id, secret)
@@ -80,7 +89,7 @@ async def uploader(request: Request) -> str:
             )
         if verdict == "banned":
             raise ProblemError(403, "Forbidden", f"worker {worker_id} is banned by an operator")
-        return f"worker {worker_id}"
+        return Owner("worker", worker_id)
     raise _unauthorized(
         f"unsupported authorization scheme {scheme!r}: use 'Bearer <token>' or "
         "'Worker <worker_id>:<secret>'",

@@ -47,7 +47,7 @@ from tabgrid.protocol import (
 from tabgrid.runtime.array import Array
 from tabgrid.runtime.errors import KernelError
 from tabgrid.runtime.loader import run_unit
-from tabgrid.worker_blobs import BlobCache, BlobError, BlobUnreachable, put_blob
+from tabgrid.worker_blobs import BlobCache, BlobError, BlobUnreachable, put_blob, worker_auth
 from tabgrid.worker_results import Finished, pack
 
 Log = Callable[[str], None]
@@ -196,7 +196,7 @@ class Worker:
         """Serve until ``stop`` is set (or the task is cancelled)."""
         async with httpx.AsyncClient(base_url=self.url, timeout=30.0) as http:
             self.http = http
-            self.blobs = BlobCache(http, self.cache_bytes)
+            self.blobs = BlobCache(http, self.cache_bytes, lambda: worker_auth(self.identity))
             try:
                 await self._connect_loop()
             finally:

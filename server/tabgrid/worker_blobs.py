@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from math import prod
+from typing import Protocol
 
 import httpx
 
@@ -42,11 +44,29 @@ async def _read_bounded(response: httpx.Response, limit: int, digest: str) -> by
     return b"".join(parts)
 
 
-async def fetch_blob(http: httpx.AsyncClient, ref: BlobRef) -> bytes:
-    """The blob's bytes, checked against its size and sha256."""
+class Identity(Protocol):
+    @property
+    def worker_id(self) -> str | None: ...
+
+    @property
+    def secret(self) -> str | None: ...
+
+
+def worker_auth(identity: Identity) -> str | None:
+    """The Authorization header value for a worker's blob requests: the coordinator serves a
+    worker only the inputs of the units it holds leases on, and stores only their outputs."""
+    if not identity.worker_id or not identity.secret:
+        return None
+    return f"Worker {identity.worker_id}:{identity.secret}"
+
+
+async def fetch_blob(http: httpx.AsyncClient, ref: BlobRef, auth: str | None = None) -> bytes:
+    """The blob's bytes, checked against its size and sha256; ``auth`` is the worker's
+    credentials (worker_auth)."""
     size = expected_size(ref)
+    headers = {"authorization": auth} if auth else {}
     try:
-        async with http.stream("GET", blob_path(ref.digest)) as response:
+        async with http.stream("GET", blob_path(ref.digest), headers=headers) as response:
             if response.status_code != 200:
                 raise BlobError(f"GET blob {ref.digest}: HTTP {response.status_code}")
             data = await _read_bounded(response, size, ref.digest)
@@ -74,12 +94,19 @@ async def put_blob(http: httpx.AsyncClient, digest: str, data: bytes, auth: str)
 class BlobCache:
     """Input blobs by digest, least recently used first out, at most ``max_bytes`` in all.
 
-    Concurrent requests for one digest share a single download.
+    Concurrent requests for one digest share a single download, made with the credentials
+    ``auth`` returns at the time (the worker's identity may change when it reconnects).
     """
 
-    def __init__(self, http: httpx.AsyncClient, max_bytes: int) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        max_bytes: int,
+        auth: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.http = http
         self.max_bytes = max_bytes
+        self.auth = auth
         self.size = 0
         self._blobs: OrderedDict[str, bytes] = OrderedDict()
         self._pending: dict[str, asyncio.Task[bytes]] = {}
@@ -94,7 +121,7 @@ class BlobCache:
             return data
         task = self._pending.get(ref.digest)
         if task is None:
-            task = asyncio.create_task(fetch_blob(self.http, ref))
+            task = asyncio.create_task(fetch_blob(self.http, ref, self.auth()))
             self._pending[ref.digest] = task
             task.add_done_callback(lambda t, digest=ref.digest: self._landed(digest, t))
         # A cancelled unit must not cancel a download other units are waiting for.

@@ -34,9 +34,19 @@ async function verified(ref, buffer) {
   return bytes;
 }
 
+// The Authorization header of a worker's blob requests. The coordinator serves a worker only
+// the inputs of the units it holds leases on, and stores only their outputs.
+export function workerAuth(identity) {
+  if (!identity?.workerId || !identity?.secret) return null;
+  return `Worker ${identity.workerId}:${identity.secret}`;
+}
+
 export class BlobStore {
-  constructor(origin) {
+  // identity() is the worker's current { workerId, secret }: it changes when the coordinator
+  // gives a new one.
+  constructor(origin, identity = () => null) {
     this.origin = origin;
+    this.identity = identity;
     this.cache = openCache();
     this.pending = new Map();
     this.stored = 0;
@@ -67,7 +77,8 @@ export class BlobStore {
         await cache.delete(url); // corrupt entry: fetch it again
       }
     }
-    const response = await fetch(url);
+    const auth = workerAuth(this.identity());
+    const response = await fetch(url, { headers: auth ? { authorization: auth } : {} });
     if (!response.ok) throw new BlobError(`GET blob ${ref.digest}: HTTP ${response.status}`);
     const bytes = await verified(ref, await response.arrayBuffer());
     if (cache) {

@@ -26,7 +26,7 @@ class VolunteerWorker {
     this.identity = { workerId: config.workerId ?? null, secret: config.secret ?? null };
     this.duty = clampDuty(config.duty ?? 1);
     this.pauses = new Set(config.paused ? ['hidden'] : []);
-    this.blobs = new BlobStore(new URL(config.wsURL.replace(/^ws/, 'http')).origin);
+    this.blobs = new BlobStore(new URL(config.wsURL.replace(/^ws/, 'http')).origin, () => this.identity);
     this.jobs = new Map();
     this.queue = [];
     this.credit = 0;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from tabgrid.store.sql import insert_ignore
 from tabgrid.store.tables import Blob
@@ -17,3 +17,9 @@ def keep(conn: Connection, blobs: dict[str, bytes], now: float) -> None:
 
 def read(conn: Connection, digest: str) -> bytes | None:
     return conn.execute(select(B.c.data).where(B.c.digest == digest)).scalar()
+
+
+def drop_data(conn: Connection, digest: str) -> None:
+    """Forgets bytes kept here that no longer hash to their digest; an upload may bring them
+    back as a file."""
+    conn.execute(update(B).where(B.c.digest == digest).values(data=None))

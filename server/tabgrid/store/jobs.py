@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from tabgrid.protocol import BlobRef as BlobRefMsg
 from tabgrid.protocol import JobStatus, JobSubmit, Output, Policy, UnitCounts, UnitInfo
+from tabgrid.store import uploads
 from tabgrid.store.codec import dumps, loads_inputs, loads_outputs
 from tabgrid.store.notify import announce
 from tabgrid.store.sql import insert_ignore
@@ -235,10 +237,13 @@ def cancel_job(conn: Connection, job_id: int, now: float) -> list[tuple[int, str
 
 
 def retire_job(conn: Connection, job_id: int) -> list[str]:
-    """Deletes the job and returns the digests of blobs no other job uses."""
+    """Deletes the job and returns the digests of blobs nothing holds any more: no other job
+    uses them and no live upload claims them (an upload by another submitter keeps its blob
+    until it expires or is used; see store/uploads.py)."""
     digests = [d for (d,) in conn.execute(select(REFS.c.digest).where(REFS.c.job_id == job_id))]
+    uploads.release_job(conn, job_id, digests)  # the uploads this job used, while it is there
     conn.execute(delete(REFS).where(REFS.c.job_id == job_id))
-    still_used = _still_used(conn, digests)
+    still_used = _still_used(conn, digests) | uploads.claimed(conn, digests, time.time())
     conn.execute(delete(R).where(R.c.job_id == job_id))
     conn.execute(delete(U).where(U.c.job_id == job_id))
     conn.execute(delete(J).where(J.c.id == job_id))
