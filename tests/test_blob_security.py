@@ -452,3 +452,33 @@ def test_bytes_kept_in_the_database_are_checked_too(app: App) -> None:
     assert problem(app.get(digest, operator), 409).title == "Corrupt Blob"
     assert app.store.tx(blob_rows.read, digest) is None
     assert problem(app.get(digest, operator), 404)
+
+
+def test_concurrent_uploads_cannot_overrun_a_quota_on_postgres(pg_url: str) -> None:
+    """Coordinators run uploads side by side on PostgreSQL: each owner's are serialized, so
+    all of them together stay within its quota."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tabgrid.store import Store, tokens, uploads
+
+    store = Store(pg_url)
+    try:
+        _, secret = store.create_token("submitter", "racer")
+        who = store.tx(tokens.lookup, secret)
+        owner = uploads.Owner("token", str(who.id), who)
+        limits = Limits(upload_quota_bytes=100)
+
+        def upload(i: int) -> bool:
+            try:
+                store.tx(uploads.register, owner, sha(bytes([i])), 60, limits, 3600.0, time.time())
+                return True
+            except uploads.Refused:
+                return False
+
+        with ThreadPoolExecutor(8) as pool:
+            done = list(pool.map(upload, range(16)))
+        assert done.count(True) == 1
+        rows = store.tx(lambda c: c.execute(select(func.count()).select_from(C)).scalar())
+        assert rows == 1
+    finally:
+        store.close()

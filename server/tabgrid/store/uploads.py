@@ -24,12 +24,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, and_, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from tabgrid.settings import Limits
 from tabgrid.store.codec import loads_inputs
 from tabgrid.store.sql import insert_ignore
-from tabgrid.store.tables import Blob, BlobUpload, BlobUse, Job, Replica, Token, Unit, Worker
+from tabgrid.store.tables import Blob, BlobUpload, BlobUse, Job, Replica, Unit
 from tabgrid.store.tokens import Principal
 
 C = BlobUpload.__table__  # type: ignore[attr-defined]
@@ -38,8 +50,6 @@ REFS = BlobUse.__table__  # type: ignore[attr-defined]
 J = Job.__table__  # type: ignore[attr-defined]
 U = Unit.__table__  # type: ignore[attr-defined]
 R = Replica.__table__  # type: ignore[attr-defined]
-T = Token.__table__  # type: ignore[attr-defined]
-W = Worker.__table__  # type: ignore[attr-defined]
 
 CHUNK = 500  # digests per IN (...) list
 SWEEP_BATCH = 1000  # claims expired, and blob rows walked, per sweep pass
@@ -304,12 +314,14 @@ def budget(conn: Connection, owner: Owner, digest: str, limits: Limits, now: flo
 
 
 def _lock_owner(conn: Connection, owner: Owner) -> None:
-    """Serializes one owner's uploads on PostgreSQL, so concurrent ones cannot both fit."""
-    if owner.kind == "token":
-        q = select(T.c.id).where(T.c.id == owner.token_id)
-    else:
-        q = select(W.c.id).where(W.c.id == owner.id)
-    conn.execute(q.with_for_update()).all()
+    """Serializes one owner's uploads on PostgreSQL, so concurrent ones cannot both fit. An
+    advisory lock, not the owner's row: the scheduler's rounds lock worker rows, in another
+    order. SQLite runs one write transaction at a time anyway."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_PG_LOCK, {"key": f"tabgrid upload {owner.key}"})
+
+
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 def register(
