@@ -493,7 +493,7 @@ def main() -> None:
     if not Path(CHROMIUM).exists():
         sys.exit(f"{CHROMIUM} is missing (install Debian's chromium, or set TABGRID_CHROMIUM)")
     # A no-op when web/dist is current; otherwise the run would measure a stale build.
-    subprocess.run([sys.executable, str(ROOT / "worker_js" / "bundle.py")], check=True)
+    subprocess.run([sys.executable, str(ROOT / "worker_js" / "build_web.py")], check=True)
     t0, load_before = time.monotonic(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tabgrid-bench-browser-") as d:
         result = measure(args, Path(d))

@@ -1,6 +1,8 @@
 // The tabgrid browser worker: a module Web Worker created by the contribute page when the
 // visitor presses Start. It owns the websocket, the blob cache and Pyodide; the page owns
-// consent and the controls, and tells this worker what the visitor chose.
+// consent and the controls, and tells this worker what the visitor chose. Two channels:
+// postMessage with the page (page-messages.js defines those messages) and the websocket with
+// the coordinator (connection.js; its messages are defined in server/tabgrid/protocol.py).
 //
 // Flow control: at most one unit is asked for at a time (one `ready 1`), so Pause stops
 // leasing within one unit, and the usage cap is a rest after each unit in proportion to
@@ -10,22 +12,32 @@
 import { BlobError, BlobStore } from './blobs.js';
 import { BusyMeter } from './busy.js';
 import { Connection } from './connection.js';
+import {
+  adapterMessage,
+  figuresMessage,
+  identityMessage,
+  logMessage,
+  PauseReason,
+  stateMessage,
+  tileMessage,
+  ToWorker,
+} from './page-messages.js';
 import { errorItem, outputsItem } from './results.js';
 import { loadRuntime } from './runtime.js';
 
 const PROTOCOL = 1;
-const STATS_EVERY_MS = 1000;
+const FIGURES_EVERY_MS = 1000;
 const MAX_JOBS = 256; // job descriptions kept, as the native worker
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
-const log = (level, text) => post({ type: 'log', level, text });
+const log = (level, text) => post(logMessage(level, text));
 
 class VolunteerWorker {
   constructor(config) {
     this.config = config;
     this.identity = { workerId: config.workerId ?? null, secret: config.secret ?? null };
     this.duty = clampDuty(config.duty ?? 1);
-    this.pauses = new Set(config.paused ? ['hidden'] : []);
+    this.pauses = new Set(config.paused ? [PauseReason.HIDDEN] : []);
     this.blobs = new BlobStore(new URL(config.wsURL.replace(/^ws/, 'http')).origin, () => this.identity);
     this.jobs = new Map();
     this.queue = [];
@@ -56,7 +68,7 @@ class VolunteerWorker {
       this.setState('error', 'This browser offers no WebGPU adapter, so there is nothing to compute on.');
       return;
     }
-    post({ type: 'adapter', ...this.adapter });
+    post(adapterMessage(this.adapter));
     this.setState('loading', 'Loading Python (the first visit downloads about 10 MB)…');
     // Pyodide loads while the websocket connects and the first unit's inputs download.
     this.runtime = loadRuntime(this.config).then(
@@ -77,7 +89,7 @@ class VolunteerWorker {
       closed: (reason, delay) => this.disconnected(reason, delay),
     });
     this.conn.connect();
-    this.statsTimer = setInterval(() => this.postStats(), STATS_EVERY_MS);
+    this.figuresTimer = setInterval(() => this.postFigures(), FIGURES_EVERY_MS);
     this.loop();
   }
 
@@ -100,7 +112,7 @@ class VolunteerWorker {
       this.finished = this.finished.filter((f) => f.workerId === msg.worker_id);
     }
     this.identity = { workerId: msg.worker_id, secret: msg.secret };
-    post({ type: 'identity', ...this.identity });
+    post(identityMessage(this.identity));
     this.credit = 0;
     log('info', `connected as worker ${msg.worker_id.slice(0, 8)}`);
     this.flush();
@@ -117,6 +129,7 @@ class VolunteerWorker {
     this.report();
   }
 
+  // A websocket message from the coordinator (protocol.py's tags, not page-messages.js).
   receive(msg) {
     switch (msg.type) {
       case 'job':
@@ -148,7 +161,7 @@ class VolunteerWorker {
           pending: msg.pending,
           credit: msg.credit,
         });
-        this.postStats();
+        this.postFigures();
         break;
       case 'error':
         log('warn', `coordinator: ${msg.code}: ${msg.message}`);
@@ -241,7 +254,7 @@ class VolunteerWorker {
     this.counts.done += 1;
     this.finished.push({ workerId: this.identity.workerId, item });
     this.flush();
-    this.postStats();
+    this.postFigures();
   }
 
   async inputs(refs) {
@@ -278,7 +291,8 @@ class VolunteerWorker {
     if (!iters) return;
     const copy = new Uint32Array(iters.data.slice().buffer);
     const { width, height, max_iter: maxIter, x0, y0, x1, y1 } = params;
-    post({ type: 'tile', width, height, maxIter, iters: copy, x0, y0, x1, y1, job: lease.job, unit: lease.unit }, [copy.buffer]);
+    const tile = { width, height, maxIter, iters: copy, x0, y0, x1, y1, job: lease.job, unit: lease.unit };
+    post(tileMessage(tile), [copy.buffer]);
   }
 
   // ---- controls from the page --------------------------------------------------------------
@@ -304,7 +318,7 @@ class VolunteerWorker {
 
   stop() {
     this.stopped = true;
-    clearInterval(this.statsTimer);
+    clearInterval(this.figuresTimer);
     clearTimeout(this.restTimer);
     this.conn?.stop('the visitor stopped contributing');
     this.setState('stopped', 'Stopped.');
@@ -337,7 +351,7 @@ class VolunteerWorker {
       const detail = this.reconnectAt ? `Reconnecting in ${Math.ceil(wait / 1000)} s…` : 'Connecting…';
       this.setState(this.reconnectAt ? 'reconnecting' : 'connecting', detail);
     } else if (this.pauses.size) {
-      const why = this.pauses.has('user') ? 'Paused.' : 'Paused while the tab is hidden.';
+      const why = this.pauses.has(PauseReason.USER) ? 'Paused.' : 'Paused while the tab is hidden.';
       this.setState('paused', why);
     } else if (this.queue.length) {
       this.setState('running', 'Starting the next unit…');
@@ -350,19 +364,20 @@ class VolunteerWorker {
     const key = `${state}\0${detail}`;
     if (key === this.lastState) return;
     this.lastState = key;
-    post({ type: 'state', state, detail });
+    post(stateMessage(state, detail));
   }
 
-  postStats() {
+  postFigures() {
     if (this.stopped) return;
-    post({
-      type: 'stats',
-      ...this.counts,
-      job: this.current.job,
-      kernel: this.current.kernel,
-      busy: this.busy.fraction(),
-      firstResultMs: this.firstResultMs,
-    });
+    post(
+      figuresMessage({
+        ...this.counts,
+        job: this.current.job,
+        kernel: this.current.kernel,
+        busy: this.busy.fraction(),
+        firstResultMs: this.firstResultMs,
+      }),
+    );
     this.report();
   }
 }
@@ -386,9 +401,10 @@ async function adapterInfo() {
 
 let worker = null;
 
+// A message from the page (page-messages.js).
 self.onmessage = (event) => {
   const msg = event.data ?? {};
-  if (msg.type === 'start') {
+  if (msg.type === ToWorker.START) {
     if (worker) return;
     worker = new VolunteerWorker(msg.config ?? {});
     worker.start().catch((error) => worker.fail(`the worker failed to start: ${error?.message ?? error}`));
@@ -396,19 +412,19 @@ self.onmessage = (event) => {
   }
   if (!worker) return;
   switch (msg.type) {
-    case 'pause':
-      worker.pause(msg.reason ?? 'user');
+    case ToWorker.PAUSE:
+      worker.pause(msg.reason ?? PauseReason.USER);
       break;
-    case 'resume':
-      worker.resume(msg.reason ?? 'user');
+    case ToWorker.RESUME:
+      worker.resume(msg.reason ?? PauseReason.USER);
       break;
-    case 'cap':
+    case ToWorker.CAP:
       worker.setDuty(msg.duty);
       break;
-    case 'stop':
+    case ToWorker.STOP:
       worker.stop();
       break;
-    case 'lose-device':
+    case ToWorker.LOSE_DEVICE:
       worker.loseDevice().catch(() => {});
       break;
     default:

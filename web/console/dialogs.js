@@ -1,7 +1,7 @@
 // Modal <dialog>s for the ban reason and for confirmations (not window.prompt/confirm: those
 // block the page and cannot be styled or driven by tests).
 
-import { $ } from './console-dom.js';
+import { $ } from './dom.js';
 
 function ask(dialog, form, cancel, onOpen, read) {
   return new Promise((resolve) => {

@@ -1,8 +1,8 @@
 // The tokens panel: list, create (the new token is shown once), revoke.
 
-import { api } from './console-api.js';
-import { $, el, setHidden, setText, syncChildren } from './console-dom.js';
-import * as fmt from './console-format.js';
+import { api } from './api.js';
+import { $, el, setHidden, setText, syncChildren } from './dom.js';
+import * as fmt from './format.js';
 
 export class TokensPanel {
   // confirm(text, okLabel) -> Promise<bool>; notify(text, kind) shows the outcome.

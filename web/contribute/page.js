@@ -1,6 +1,16 @@
-// The contribute page: finds the GPU, asks for consent, and drives the compute Web Worker.
+// The contribute page: finds the GPU, asks for consent, and drives the compute Web Worker
+// (worker_js/src/worker.js) with the messages that worker_js/src/page-messages.js defines.
 // Nothing heavy happens before Start: the Worker (and with it Pyodide) is created only then.
 
+import {
+  capMessage,
+  PauseReason,
+  pauseMessage,
+  resumeMessage,
+  startMessage,
+  stopMessage,
+  ToPage,
+} from '../../worker_js/src/page-messages.js';
 import * as settings from './settings.js';
 import { describeGpu, probeGpu } from './gpu.js';
 import { describeTile, drawTile } from './tile.js';
@@ -80,7 +90,7 @@ const STOP_GRACE_MS = 2000; // time the worker gets to say goodbye to the coordi
 const CONTRIBUTOR_LOCK = 'tabgrid-contributor';
 const LOG_LINES = 50;
 
-// The page tells the worker to pause for a reason ('user' or 'hidden') and lets it resume only
+// The page tells the worker to pause for a reason (a PauseReason) and lets it resume only
 // once no reason is left, so a tab coming back into view never undoes a pause by hand.
 const session = {
   worker: null,
@@ -89,7 +99,7 @@ const session = {
   gpuOk: false,
   autoStarted: false,
   reasons: new Set(), // why we want the worker paused now
-  told: new Set(), // reasons the worker was sent a 'pause' for and no 'resume' yet
+  told: new Set(), // reasons the worker was sent a pause message for and no resume yet
 };
 
 // ---- rendering ----------------------------------------------------------------------------
@@ -120,7 +130,7 @@ function setState(state, detail) {
 
 function renderControls() {
   const running = session.worker !== null || session.standby;
-  const manual = session.reasons.has('user');
+  const manual = session.reasons.has(PauseReason.USER);
   show(ui.start, !running, session.gpuOk);
   show(ui.stop, running);
   show(ui.pause, running && !manual);
@@ -174,7 +184,7 @@ function showCap(percent) {
   ui.cap.setAttribute('aria-valuetext', `${percent}% of the time`);
 }
 
-function showStats(s) {
+function showFigures(s) {
   ui.done.textContent = count(s.done);
   ui.valid.textContent = count(s.valid);
   ui.invalid.textContent = count(s.invalid);
@@ -321,8 +331,8 @@ function launch() {
   session.told.clear();
   // Started in a background tab (a remembered consent on reload): begin paused.
   if (ui.pauseHidden.checked && document.hidden) {
-    session.reasons.add('hidden');
-    session.told.add('hidden');
+    session.reasons.add(PauseReason.HIDDEN);
+    session.told.add(PauseReason.HIDDEN);
   }
   resetSessionFigures();
   const identity = settings.identity();
@@ -340,9 +350,8 @@ function launch() {
     if (current()) log('warn', 'A message from the worker could not be read.');
   });
   session.worker = worker;
-  worker.postMessage({
-    type: 'start',
-    config: {
+  worker.postMessage(
+    startMessage({
       indexURL: new URL(pyodideIndex, location.href).href,
       lockFileURL: new URL(pyodideLock, location.href).href,
       wsURL: `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/api/v1/worker`,
@@ -351,8 +360,8 @@ function launch() {
       name: browserName(),
       duty: Number(ui.cap.value) / 100,
       paused: session.told.size > 0,
-    },
-  });
+    }),
+  );
   setState(
     session.told.size > 0 ? 'paused' : 'loading',
     session.told.size > 0 ? 'Starting paused because this tab is hidden.' : 'Starting…',
@@ -374,7 +383,7 @@ function stop() {
   session.worker = null;
   session.reasons.clear();
   session.told.clear();
-  worker.postMessage({ type: 'stop' });
+  worker.postMessage(stopMessage());
   const release = session.releaseLock;
   session.releaseLock = null;
   setTimeout(() => {
@@ -396,7 +405,7 @@ function pause(reason) {
   session.reasons.add(reason);
   if (!session.told.has(reason)) {
     session.told.add(reason);
-    send({ type: 'pause', reason });
+    send(pauseMessage(reason));
   }
   renderControls();
 }
@@ -404,34 +413,35 @@ function pause(reason) {
 function resume(reason) {
   if (!session.reasons.delete(reason)) return;
   if (session.reasons.size === 0) {
-    for (const told of session.told) send({ type: 'resume', reason: told });
+    for (const told of session.told) send(resumeMessage(told));
     session.told.clear();
   }
   renderControls();
 }
 
+// A message from the worker (page-messages.js).
 function onMessage(msg) {
   if (!msg || typeof msg !== 'object') return;
   switch (msg.type) {
-    case 'state':
+    case ToPage.STATE:
       setState(String(msg.state), String(msg.detail ?? ''));
       break;
-    case 'identity':
+    case ToPage.IDENTITY:
       if (typeof msg.workerId === 'string' && typeof msg.secret === 'string') {
         settings.setIdentity(msg.workerId, msg.secret);
         showWorkerId(msg.workerId);
       }
       break;
-    case 'adapter':
+    case ToPage.ADAPTER:
       ui.gpu.textContent = describeGpu(msg);
       break;
-    case 'stats':
-      showStats(msg);
+    case ToPage.FIGURES:
+      showFigures(msg);
       break;
-    case 'tile':
+    case ToPage.TILE:
       showTile(msg);
       break;
-    case 'log':
+    case ToPage.LOG:
       log(['info', 'warn', 'error'].includes(msg.level) ? msg.level : 'info', String(msg.text));
       break;
     default:
@@ -452,29 +462,29 @@ function wire() {
     ui.start.focus();
   });
   ui.pause.addEventListener('click', () => {
-    pause('user');
+    pause(PauseReason.USER);
     ui.resume.focus();
   });
   ui.resume.addEventListener('click', () => {
-    resume('user');
+    resume(PauseReason.USER);
     ui.pause.focus();
   });
   ui.cap.addEventListener('input', () => {
     const percent = Number(ui.cap.value);
     showCap(percent);
     settings.setCap(percent);
-    send({ type: 'cap', duty: percent / 100 });
+    send(capMessage(percent / 100));
   });
   ui.pauseHidden.addEventListener('change', () => {
     settings.setPauseHidden(ui.pauseHidden.checked);
     if (!session.worker) return;
-    if (ui.pauseHidden.checked && document.hidden) pause('hidden');
-    else if (!ui.pauseHidden.checked) resume('hidden');
+    if (ui.pauseHidden.checked && document.hidden) pause(PauseReason.HIDDEN);
+    else if (!ui.pauseHidden.checked) resume(PauseReason.HIDDEN);
   });
   document.addEventListener('visibilitychange', () => {
     if (!session.worker) return;
-    if (document.hidden && ui.pauseHidden.checked) pause('hidden');
-    else if (!document.hidden) resume('hidden');
+    if (document.hidden && ui.pauseHidden.checked) pause(PauseReason.HIDDEN);
+    else if (!document.hidden) resume(PauseReason.HIDDEN);
   });
 }
 

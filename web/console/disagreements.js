@@ -1,7 +1,7 @@
 // The disagreements feed: units whose replicas did not agree, newest first.
 
-import { $, el, setHidden, syncChildren } from './console-dom.js';
-import * as fmt from './console-format.js';
+import { $, el, setHidden, syncChildren } from './dom.js';
+import * as fmt from './format.js';
 
 export function renderDisagreements(items = [], onWorker) {
   const list = $('disagreements');

@@ -1,10 +1,18 @@
-"""Builds web/dist/: the contribute page, the bundled Web Worker, Pyodide and the runtime wheel.
+"""Builds all of web/dist/: the contribute page, the console, the Web Worker, Pyodide, the wheel.
 
-    python worker_js/bundle.py [--force]
+    python worker_js/build_web.py [--force] [--check]      (./dev bundle runs it)
+
+Its inputs: web/contribute/ (the contribute page), web/console/ (the operator console),
+web/shared.css (the rules both pages share), worker_js/src/ (the Web Worker, and
+page-messages.js, which the contribute page imports too), the npm packages of
+worker_js/package.json (esbuild, Pyodide, uPlot) and, for the runtime wheel
+(runtime_wheel.py), tabgrid/runtime and tabgrid/kernels. esbuild bundles the three entry
+scripts and the two stylesheets; each page's template gets their served names.
 
 Every file under web/dist/static/ has a content-hashed or versioned name, so the server
-can send it with an immutable cache header; only web/dist/index.html names them. The
-build is skipped when a hash of its inputs matches the one recorded by the last build.
+can send it with an immutable cache header; only web/dist/index.html and console.html name
+them. The build is skipped when a hash of its inputs matches the one recorded by the last
+build.
 """
 
 from __future__ import annotations
@@ -30,9 +38,13 @@ SERVER = ROOT / "server"
 STAMP = DIST / ".inputs"
 PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip")
 RUNTIME_VERSION = "0.1.0"
-# Each page: its template in web/ and the entry points it names.
-PAGES = {"index.html": ("page.js", "page.css"), "console.html": ("console.js", "console.css")}
-PAGE_ENTRIES = tuple(entry for entries in PAGES.values() for entry in entries)
+WORKER_ENTRY = HERE / "src" / "worker.js"
+# Each built page (web/dist/NAME): its template under web/ and the entry points it names.
+PAGES = {
+    "index.html": ("contribute/index.html", ("contribute/page.js", "contribute/page.css")),
+    "console.html": ("console/console.html", ("console/console.js", "console/console.css")),
+}
+PAGE_ENTRIES = tuple(WEB / entry for _, entries in PAGES.values() for entry in entries)
 
 
 def say(text: str) -> None:
@@ -40,12 +52,18 @@ def say(text: str) -> None:
 
 
 def _inputs() -> list[Path]:
-    files = [HERE / "package.json", HERE / "package-lock.json", HERE / "bundle.py"]
-    files.append(HERE / "runtime_wheel.py")
+    files = [HERE / "package.json", HERE / "package-lock.json", HERE / "build_web.py"]
+    files += [HERE / "runtime_wheel.py", runtime_wheel.PROJECT]
     files += sorted((HERE / "src").rglob("*"))
-    files += sorted(p for p in WEB.iterdir() if p.is_file())
+    files += [p for p in sorted(WEB.rglob("*")) if not _built(p)]
     files += [p for p in sorted((SERVER / "tabgrid").rglob("*")) if p.parent.name != "__pycache__"]
     return [p for p in files if p.is_file() and _shipped(p)]
+
+
+def _built(path: Path) -> bool:
+    """Under web/dist, or under the .dist-* folder a build is writing."""
+    top = path.relative_to(WEB).parts[0]
+    return top == DIST.name or top.startswith(".dist-")
 
 
 def _shipped(path: Path) -> bool:
@@ -85,12 +103,16 @@ def _kernel_names() -> list[str]:
 
 
 def _esbuild(out: Path) -> dict[str, str]:
-    """Bundle the worker and the page script; returns entry name -> served path."""
+    """Bundle the Web Worker and the pages' scripts and styles; returns entry name -> served path.
+
+    Entry names are file names (worker.js, page.js, page.css, console.js, console.css): the
+    output is flat, web/dist/static/NAME-HASH.EXT.
+    """
     meta = out / "meta.json"
     cmd = [
         str(HERE / "node_modules" / ".bin" / "esbuild"),
-        str(HERE / "src" / "worker.js"),
-        *(str(WEB / name) for name in PAGE_ENTRIES),
+        str(WORKER_ENTRY),
+        *(str(entry) for entry in PAGE_ENTRIES),
         "--bundle",
         "--format=esm",
         "--target=es2022",
@@ -122,7 +144,7 @@ def _pyodide(out: Path, python: str) -> tuple[str, str]:
     target.mkdir(parents=True)
     for name in PYODIDE_FILES:
         shutil.copy2(package / name, target / name)
-    wheel = runtime_wheel.build(SERVER, RUNTIME_VERSION, target)
+    wheel = runtime_wheel.build(SERVER, RUNTIME_VERSION, target, python)
     lock = target / "tabgrid-lock.json"
     cmd = [python, "-m", "pyodide_cli", "lockfile", "add-wheels"]
     cmd += ["--input", str(package / "pyodide-lock.json"), "--output", str(lock), str(wheel)]
@@ -138,8 +160,8 @@ def _pages(out: Path, names: dict[str, str], pyodide_index: str, pyodide_lock: s
     """Each page template with its placeholders (%PAGE_JS%, %CONSOLE_CSS%, ...) filled in."""
     values = {f"%{Path(e).stem.upper()}_{Path(e).suffix[1:].upper()}%": names[e] for e in names}
     values |= {"%PYODIDE_INDEX%": pyodide_index, "%PYODIDE_LOCK%": pyodide_lock}
-    for page in PAGES:
-        html = (WEB / page).read_text(encoding="utf-8")
+    for page, (template, _) in PAGES.items():
+        html = (WEB / template).read_text(encoding="utf-8")
         for key, value in values.items():
             html = html.replace(key, value)
         (out / page).write_text(html, encoding="utf-8")
@@ -174,7 +196,7 @@ def main() -> int:
         return 0 if current else 1
     if current and not args.force:
         return 0
-    say("building web/dist (the worker bundle, Pyodide and the runtime wheel)")
+    say("building web/dist (the pages, the Web Worker, Pyodide and the runtime wheel)")
     build(os.environ.get("TABGRID_BUNDLE_PYTHON", sys.executable))
     say(f"built {DIST.relative_to(ROOT)}")
     return 0

@@ -1,9 +1,9 @@
 // The audit log panel: who did what, newest first. Not part of the stream: fetched on sign-in,
 // after each action, and every few seconds.
 
-import { api } from './console-api.js';
-import { $, el, setHidden, syncChildren } from './console-dom.js';
-import * as fmt from './console-format.js';
+import { api } from './api.js';
+import { $, el, setHidden, syncChildren } from './dom.js';
+import * as fmt from './format.js';
 
 const REFRESH_MS = 10_000;
 

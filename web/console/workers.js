@@ -1,8 +1,8 @@
 // The workers table. Sorting, filtering and paging happen on the coordinator (there may be
 // tens of thousands of workers): this module keeps the query and asks for a new stream.
 
-import { $, el, setAttr, setHidden, setText, syncChildren } from './console-dom.js';
-import * as fmt from './console-format.js';
+import { $, el, setAttr, setHidden, setText, syncChildren } from './dom.js';
+import * as fmt from './format.js';
 
 const FILTER_DEBOUNCE_MS = 300;
 // Columns whose natural first order is ascending (text); numbers start with the largest.

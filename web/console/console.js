@@ -1,19 +1,19 @@
 // The operator console: signs in with an operator token, follows the coordinator's live
 // snapshot stream, and sends operator actions (ban, drain, pause, priority, tokens).
 
-import { AUTH_MESSAGES, onAuthFailure, post, token } from './console-api.js';
-import { AuditLog } from './console-audit.js';
-import { Charts } from './console-charts.js';
-import { askBanReason, confirmAction } from './console-dialogs.js';
-import { renderDisagreements } from './console-disagreements.js';
-import { $, setHidden, setText } from './console-dom.js';
-import * as fmt from './console-format.js';
-import { JobsTable } from './console-jobs.js';
-import { renderNetwork } from './console-network.js';
-import { Picture } from './console-picture.js';
-import { SnapshotStream } from './console-stream.js';
-import { TokensPanel } from './console-tokens.js';
-import { WorkersTable } from './console-workers.js';
+import { AUTH_MESSAGES, onAuthFailure, post, token } from './api.js';
+import { AuditLog } from './audit.js';
+import { Charts } from './charts.js';
+import { askBanReason, confirmAction } from './dialogs.js';
+import { renderDisagreements } from './disagreements.js';
+import { $, setHidden, setText } from './dom.js';
+import * as fmt from './format.js';
+import { JobsTable } from './jobs.js';
+import { renderNetwork } from './network.js';
+import { Picture } from './picture.js';
+import { SnapshotStream } from './stream.js';
+import { TokensPanel } from './tokens.js';
+import { WorkersTable } from './workers.js';
 
 const TOAST_MS = 5000;
 const STALE_MS = 5000; // not live this long: the figures on screen are greyed out

@@ -1,7 +1,7 @@
 // The strip of big numbers at the top: the network right now.
 
-import { $, setText } from './console-dom.js';
-import * as fmt from './console-format.js';
+import { $, setText } from './dom.js';
+import * as fmt from './format.js';
 
 function show(id, text, value) {
   const node = $(id);

@@ -1,8 +1,8 @@
 // The picture of a mandelbrot job, assembled from the tiles validated so far. Fetched with
 // the token as a blob and shown as a data: URL: the CSP's img-src allows data: but not blob:.
 
-import { apiBlob } from './console-api.js';
-import { $, setHidden, setText } from './console-dom.js';
+import { apiBlob } from './api.js';
+import { $, setHidden, setText } from './dom.js';
 
 const REFRESH_MS = 2000;
 

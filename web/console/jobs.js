@@ -1,8 +1,8 @@
 // The jobs table: state, an editable priority, progress split by unit state, rate and ETA,
 // and pause / resume / cancel. Rows are updated in place so an edited priority survives.
 
-import { $, el, setAttr, setHidden, setText, syncChildren } from './console-dom.js';
-import * as fmt from './console-format.js';
+import { $, el, setAttr, setHidden, setText, syncChildren } from './dom.js';
+import * as fmt from './format.js';
 
 // Bar order: finished work on the left, waiting work on the right.
 export const UNIT_STATES = ['done', 'validating', 'running', 'pending', 'failed', 'cancelled'];

@@ -1,7 +1,7 @@
 // The live snapshot stream: server-sent events read from a fetch() body (EventSource cannot
 // send an Authorization header). Reconnects with backoff when it drops or goes quiet.
 
-import { authHeaders, problemOf } from './console-api.js';
+import { authHeaders, problemOf } from './api.js';
 
 const BACKOFF_S = [1, 2, 4, 8, 15];
 // Snapshots come about once a second; this long without a byte means a dead connection.
