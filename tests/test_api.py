@@ -573,7 +573,7 @@ def test_health_and_front_page(api: Api) -> None:
     assert "No jobs yet" in api.client.get("/status").text
     alice = api.auth()
     job = submit(api, checksum_job(4, name="<b>bold</b>"), alice)
-    page = api.client.get("/status")
+    page = api.client.get("/status", headers=alice)  # names only with a token
     assert page.headers["content-type"].startswith("text/html")
     assert "&lt;b&gt;bold&lt;/b&gt;" in page.text and "<b>bold" not in page.text
     assert "0/4" in page.text and "tabgrid worker --url http://testserver" in page.text

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from tabgrid import api_blobs, api_jobs, api_operator_table, auth, problems
 from tabgrid.api_blobs import BlobStored
-from tabgrid.httpio import decode, json_response, read_body, services
+from tabgrid.httpio import NO_STORE, decode, json_response, read_body, services
 from tabgrid.openapi import Endpoint, Media, Query, document
 from tabgrid.problems import ProblemError
 from tabgrid.protocol import (
@@ -47,9 +47,8 @@ async def create_token(request: Request) -> Response:
     body = await read_body(request, svc.settings.limits.max_body)
     want = decode(body, TokenCreate, _token_decoder)
     token_id, token = await svc.store.run(_create_token, want, who, time.time())
-    return json_response(
-        TokenCreated(id=token_id, role=want.role, name=want.name, token=token), 201
-    )
+    created = TokenCreated(id=token_id, role=want.role, name=want.name, token=token)
+    return json_response(created, 201, NO_STORE)  # the secret, once: no cache may keep it
 
 
 def _create_token(
@@ -90,8 +89,8 @@ def _version() -> str:
         return "0+unknown"
 
 
-_PAGE = Query("limit", "integer", "page size (capped at the coordinator's max_page)")
-_AFTER = Query("after", "integer", "only units with an index greater than this")
+_PAGE = api_jobs.LIMIT
+_AFTER = api_jobs.AFTER
 _JOB = f"{PREFIX}/jobs/{{id}}"
 
 ENDPOINTS: list[Endpoint] = [
@@ -168,8 +167,14 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         f"{_JOB}/events",
         api_jobs.events,
-        "Server-sent events: 'progress' with a JobStatus about once a second, then 'end'",
-        returns=Media("text/event-stream", description="event: progress|end, data: JobStatus"),
+        "Server-sent events: 'progress' with a JobStatus about once a second, then 'end' "
+        "(data null if the job was deleted); the stream stops when its token is revoked",
+        returns=Media(
+            "text/event-stream",
+            JobStatus | None,
+            "event: progress|end, data: JobStatus",
+            events=("progress", "end"),
+        ),
         problems=(400, 404),
     ),
     Endpoint(
@@ -197,6 +202,7 @@ ENDPOINTS: list[Endpoint] = [
         returns=TokenCreated,
         status=201,
         problems=(400, 413, 422),
+        headers=NO_STORE,
     ),
     *api_operator_table.endpoints(PREFIX, _JOB),
     Endpoint("GET", "/healthz", healthz, "Liveness", auth=(), returns=Health, problems=(503,)),

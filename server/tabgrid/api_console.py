@@ -14,7 +14,8 @@ from starlette.responses import Response, StreamingResponse
 from tabgrid import auth, picture
 from tabgrid.blobs import BlobStore
 from tabgrid.console import View
-from tabgrid.httpio import path_int, services
+from tabgrid.httpio import int_param, path_int, services, while_authorised
+from tabgrid.openapi import Query
 from tabgrid.problems import ProblemError, not_found
 from tabgrid.store import blob_rows
 from tabgrid.store.codec import loads, loads_outputs
@@ -23,13 +24,23 @@ from tabgrid.store.tables import Job, Unit
 J = Job.__table__  # type: ignore[attr-defined]
 U = Unit.__table__  # type: ignore[attr-defined]
 MAX_STREAMS = 64  # concurrent console streams per coordinator
-RECHECK_EVERY = 30  # snapshots between checks that the stream's token still holds
+PAGE = Query("page", "integer", "page number, from 0 (capped at 1000000)")
+PER_PAGE = Query("per_page", "integer", "rows per page, at most 100 (capped)")
+
+
+def _view(request: Request) -> View:
+    """The worker table's view; its numbers are checked here first, as every query integer
+    is (View.parse alone would take '²' for a digit)."""
+    for q in (PAGE, PER_PAGE):
+        int_param(request, q, 0)
+    return View.parse(request.query_params)
 
 
 async def stream(request: Request) -> Response:
-    """Server-sent events: a 'snapshot' about once a second (see console.py)."""
+    """Server-sent events: a 'snapshot' about once a second (see console.py), for as long as
+    the operator's token holds."""
     await auth.principal(request, auth.OPERATOR)
-    view = View.parse(request.query_params)
+    view = _view(request)
     svc = services(request)
     hub = svc.hub
     if hub.viewers >= MAX_STREAMS:
@@ -38,28 +49,19 @@ async def stream(request: Request) -> Response:
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            tick, since, sent = -1, None, 0
+            tick, since = -1, None
             while True:
                 tick = await hub.wait_after(tick)
                 body = hub.snapshot(view, since)
                 since = hub.latest.t if hub.latest else None
                 yield b"event: snapshot\ndata: " + body + b"\n\n"
-                sent += 1
-                if sent % RECHECK_EVERY == 0 and not await _still_operator(request):
-                    return  # the token was revoked: the console signs in again
         finally:
             hub.viewers -= 1
 
+    # A revoked token ends the stream within a second or two: the console signs in again.
+    snapshots = while_authorised(request, events(), (auth.OPERATOR,))
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-
-async def _still_operator(request: Request) -> bool:
-    try:
-        await auth.principal(request, auth.OPERATOR)
-    except ProblemError:
-        return False
-    return True
+    return StreamingResponse(snapshots, media_type="text/event-stream", headers=headers)
 
 
 async def workers(request: Request) -> Response:
@@ -68,7 +70,7 @@ async def workers(request: Request) -> Response:
     hub = services(request).hub
     if hub.latest is None:
         await hub.wait_after(-1)
-    page = hub.workers_page(View.parse(request.query_params))
+    page = hub.workers_page(_view(request))
     return Response(msgspec.json.encode(page), media_type="application/json")
 
 

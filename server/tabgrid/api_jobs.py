@@ -27,9 +27,12 @@ from tabgrid.httpio import (
     path_int,
     read_body,
     services,
+    while_authorised,
 )
+from tabgrid.openapi import Query
 from tabgrid.problems import ProblemError, not_found
 from tabgrid.protocol import (
+    INT32_MAX,
     JobList,
     JobState,
     JobStatus,
@@ -50,6 +53,16 @@ UNIT_STATES = get_args(UnitState)
 FINAL = frozenset(jobs.FINAL_JOB_STATES)
 
 _submit_decoder = msgspec.json.Decoder(JobSubmit)
+
+# Documented in /openapi.json (api.ENDPOINTS) and parsed here from the same declarations.
+LIMIT = Query("limit", "integer", "page size (capped at the coordinator's max_page)", minimum=1)
+AFTER = Query(
+    "after",
+    "integer",
+    "only units with an index greater than this",
+    minimum=-1,
+    maximum=INT32_MAX,  # compared with the unit index column
+)
 
 
 # ---- reads inside one transaction -------------------------------------------------------------
@@ -148,7 +161,7 @@ async def list_jobs(request: Request) -> Response:
     who = await auth.principal(request)
     svc = services(request)
     state = choice_param(request, "state", JOB_STATES)
-    limit = int_param(request, "limit", 100, 1, svc.settings.limits.max_page)
+    limit = int_param(request, LIMIT, 100, svc.settings.limits.max_page)
     listed = await svc.store.run(_list, who, state, limit, time.time())
     return json_response(listed)
 
@@ -175,8 +188,8 @@ async def list_units(request: Request) -> Response:
     svc = services(request)
     job_id = path_int(request, "id")
     state = choice_param(request, "state", UNIT_STATES)
-    after = int_param(request, "after", -1, -1)
-    limit = int_param(request, "limit", 500, 1, svc.settings.limits.max_page)
+    after = int_param(request, AFTER, -1)
+    limit = int_param(request, LIMIT, 500, svc.settings.limits.max_page)
     page = await svc.store.run(_units, job_id, who, state, after, limit)
     if page is None:
         raise _missing(job_id)
@@ -198,24 +211,28 @@ def _units(
 async def results(request: Request) -> Response:
     who = await auth.principal(request)
     job_id = path_int(request, "id")
-    after = int_param(request, "after", -1, -1)
+    after = int_param(request, AFTER, -1)
     await _job_status(request, job_id, who)
+    # The first page is read before the status line goes out: a failure there is a problem
+    # response, not a 200 cut off mid-body.
+    store = services(request).store
+    first = await store.run(jobs.done_outputs, job_id, after, RESULTS_PAGE)
+    lines = _result_lines(request, job_id, first)
     return StreamingResponse(
-        _result_lines(request, job_id, after), media_type="application/x-ndjson"
+        while_authorised(request, lines, abort=True), media_type="application/x-ndjson"
     )
 
 
-async def _result_lines(request: Request, job_id: int, after: int) -> AsyncIterator[bytes]:
+async def _result_lines(
+    request: Request, job_id: int, page: list[tuple[int, dict[str, Output]]]
+) -> AsyncIterator[bytes]:
     store = services(request).store
-    while True:
-        page = await store.run(jobs.done_outputs, job_id, after, RESULTS_PAGE)
-        if not page:
-            return
+    while page:
         lines = [encode(UnitResultLine(i, _refs_only(outputs))) for i, outputs in page]
         yield b"\n".join(lines) + b"\n"
         if len(page) < RESULTS_PAGE:
             return
-        after = page[-1][0]
+        page = await store.run(jobs.done_outputs, job_id, page[-1][0], RESULTS_PAGE)
 
 
 def _refs_only(outputs: dict[str, Output]) -> dict[str, Output]:
@@ -229,9 +246,8 @@ async def events(request: Request) -> Response:
     job_id = path_int(request, "id")
     first = await _job_status(request, job_id, who)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(
-        _event_stream(request, who, first), media_type="text/event-stream", headers=headers
-    )
+    stream = while_authorised(request, _event_stream(request, who, first))
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 async def _event_stream(request: Request, who: Principal, status: JobStatus) -> AsyncIterator[str]:

@@ -6,6 +6,7 @@ scheduler's connections) is told.
 
 from __future__ import annotations
 
+import re
 import time
 
 import msgspec
@@ -15,6 +16,7 @@ from starlette.responses import Response
 
 from tabgrid import auth
 from tabgrid.httpio import decode, int_param, json_response, path_int, read_body, services
+from tabgrid.openapi import Query
 from tabgrid.operator_bodies import (
     AuditLine,
     AuditLog,
@@ -31,6 +33,10 @@ from tabgrid.store import audit, bans, job_controls, jobs, tokens
 from tabgrid.store.tokens import Principal
 
 MAX_AUDIT = 500
+AUDIT_LIMIT = Query("limit", "integer", f"entries, at most {MAX_AUDIT} (capped)", minimum=1)
+# Worker ids are uuid4 hex; this is what the path accepts, and what /openapi.json says.
+WORKER_ID = {"type": "string", "pattern": "^[0-9A-Za-z]{1,64}$"}
+_WORKER_ID = re.compile(WORKER_ID["pattern"])
 
 
 async def _body[T](request: Request, type_: type[T]) -> T:
@@ -40,8 +46,10 @@ async def _body[T](request: Request, type_: type[T]) -> T:
 
 def _worker_id(request: Request) -> str:
     wid = request.path_params["id"]
-    if not (0 < len(wid) <= 64 and wid.isalnum()):
-        raise ProblemError(400, "Bad Request", f"{wid[:80]!r} is not a worker id")
+    if _WORKER_ID.fullmatch(wid) is None:  # str.isalnum() would take any script's letters
+        raise ProblemError(
+            400, "Bad Request", f"{wid[:80]!r} is not a worker id (1 to 64 ASCII letters/digits)"
+        )
     return wid
 
 
@@ -171,7 +179,7 @@ def _revoke(conn: Connection, token_id: int, who: Principal, now: float) -> None
 
 async def audit_log(request: Request) -> Response:
     await auth.principal(request, auth.OPERATOR)
-    limit = int_param(request, "limit", 50, 1, MAX_AUDIT)
+    limit = int_param(request, AUDIT_LIMIT, 50, MAX_AUDIT)
     rows = await services(request).store.run(audit.recent, limit)
     return json_response(AuditLog([msgspec.convert(r, AuditLine) for r in rows]))
 

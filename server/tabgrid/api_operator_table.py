@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tabgrid import api_console, api_operator
+from tabgrid import api_console, api_operator, console
 from tabgrid.openapi import Endpoint, Media, Query
 from tabgrid.operator_bodies import (
     AuditLog,
@@ -15,14 +15,15 @@ from tabgrid.operator_bodies import (
 from tabgrid.protocol import JobStatus
 
 _VIEW = (
-    Query("sort", "string", "worker column to sort by (default credit)"),
+    Query("sort", "string", "worker column to sort by (default credit)", console.SORTS),
     Query("order", "string", "asc or desc", ("asc", "desc")),
     Query("q", "string", "matches id, name, adapter or address"),
-    Query("kind", "string", "browser or native", ("", "browser", "native")),
-    Query("state", "string", "active, paused, draining, banned or offline"),
-    Query("page", "integer", "page number, from 0"),
-    Query("per_page", "integer", "rows per page, at most 100"),
+    Query("kind", "string", "browser or native", console.KINDS),
+    Query("state", "string", "active, paused, draining, banned or offline", console.STATES),
+    api_console.PAGE,
+    api_console.PER_PAGE,
 )
+_WORKER = {"id": api_operator.WORKER_ID}
 
 
 def endpoints(prefix: str, job: str) -> list[Endpoint]:
@@ -32,8 +33,11 @@ def endpoints(prefix: str, job: str) -> list[Endpoint]:
             "GET",
             f"{prefix}/console/stream",
             api_console.stream,
-            "Server-sent events: a network snapshot about once a second (operators)",
-            returns=Media("text/event-stream", description="event: snapshot, data: JSON"),
+            "Server-sent events: a network snapshot about once a second (operators), until "
+            "the token is revoked",
+            returns=Media(
+                "text/event-stream", description="event: snapshot, data: JSON", events=("snapshot",)
+            ),
             query=_VIEW,
             problems=(400, 401, 403, 503),
         ),
@@ -53,6 +57,7 @@ def endpoints(prefix: str, job: str) -> list[Endpoint]:
             body=BanRequest,
             returns=WorkerAction,
             problems=(400, 401, 403, 404, 422),
+            params=_WORKER,
         ),
         *(
             Endpoint(
@@ -63,6 +68,7 @@ def endpoints(prefix: str, job: str) -> list[Endpoint]:
                 body=NoBody,
                 returns=WorkerAction,
                 problems=(400, 401, 403, 404),
+                params=_WORKER,
             )
             for action, handler, summary in (
                 ("unban", api_operator.unban_worker, "Lift a worker's ban"),
@@ -124,7 +130,7 @@ def endpoints(prefix: str, job: str) -> list[Endpoint]:
             api_operator.audit_log,
             "The latest operator actions, newest first",
             returns=AuditLog,
-            query=(Query("limit", "integer", "entries, at most 500"),),
+            query=(api_operator.AUDIT_LIMIT,),
             problems=(400, 401, 403),
         ),
         Endpoint(

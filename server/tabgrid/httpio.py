@@ -1,7 +1,10 @@
-"""What every API handler shares: bounded bodies in, msgspec responses out, query parameters."""
+"""What every API handler shares: bounded bodies in, msgspec responses out, parameters parsed
+within the bounds /openapi.json documents, long responses that end with their token."""
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import AsyncIterator, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -9,13 +12,19 @@ import msgspec
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from tabgrid.problems import bad_request, decode_problem, too_large
+from tabgrid.openapi import PATH_PARAMS, Query
+from tabgrid.problems import ProblemError, bad_request, decode_problem, too_large
 
 if TYPE_CHECKING:
     from tabgrid.app import Services
 
 JSON_TYPE = "application/json"
+NO_STORE = {"Cache-Control": "no-store"}  # responses that carry a secret
+RECHECK_S = 1.0  # a long response checks its token again at least this often
 _encoder = msgspec.json.Encoder()
+# ASCII digits only: int() also takes '٣', '1_000' and ' 7', and str.isdigit() takes '²'.
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+_ID = PATH_PARAMS["id"]
 
 
 def services(conn: HTTPConnection) -> Services:
@@ -68,18 +77,27 @@ def decode[T](body: bytes, type_: type[T], decoder: msgspec.json.Decoder[T] | No
         raise decode_problem(body, e, type_) from None
 
 
-def int_param(request: Request, name: str, default: int, low: int, high: int | None = None) -> int:
-    """An integer query parameter; values above `high` are capped, not refused."""
-    raw = request.query_params.get(name)
+def parse_int(raw: str, low: int, high: int) -> int | None:
+    """`raw` as an integer in [low, high], written in ASCII digits; None when it is not."""
+    if _INTEGER.fullmatch(raw) is None:
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
+
+
+def int_param(request: Request, q: Query, default: int, cap: int | None = None) -> int:
+    """The integer query parameter `q`, refused outside its documented bounds; a value above
+    `cap` (a page size) is capped, not refused."""
+    raw = request.query_params.get(q.name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"query parameter {name}={raw!r} is not an integer") from None
-    if value < low:
-        raise bad_request(f"query parameter {name}={value} must be at least {low}")
-    return value if high is None else min(value, high)
+    value = parse_int(raw, q.minimum, q.maximum)
+    if value is None:
+        raise bad_request(
+            f"query parameter {q.name}={raw[:40]!r} is not an integer from {q.minimum} "
+            f"to {q.maximum} (ASCII digits)"
+        )
+    return value if cap is None else min(value, cap)
 
 
 def choice_param(request: Request, name: str, allowed: Collection[str]) -> str | None:
@@ -92,8 +110,59 @@ def choice_param(request: Request, name: str, allowed: Collection[str]) -> str |
 
 
 def path_int(request: Request, name: str) -> int:
+    """A row id in the path, within what the id columns hold (protocol.RowId)."""
     raw = request.path_params[name]
+    value = parse_int(raw, _ID["minimum"], _ID["maximum"])
+    if value is None:
+        raise bad_request(
+            f"{name} {raw[:40]!r} in the path is not an integer from {_ID['minimum']} "
+            f"to {_ID['maximum']}"
+        )
+    return value
+
+
+# ---- long responses -------------------------------------------------------------------------
+
+
+class TokenRevoked(Exception):
+    """Ends a response whose token stopped holding mid-way without completing it, so that
+    the client sees a broken transfer rather than a short one."""
+
+
+async def token_holds(request: Request, roles: tuple[str, ...] = ()) -> bool:
+    """Whether the request's token is still valid (and of one of `roles`)."""
+    from tabgrid import auth  # auth reads the services from here
+
     try:
-        return int(raw)
-    except ValueError:
-        raise bad_request(f"{name} {raw!r} in the path is not an integer") from None
+        await auth.principal(request, *roles)
+    except ProblemError:
+        return False
+    return True
+
+
+async def while_authorised[T](
+    request: Request,
+    chunks: AsyncIterator[T],
+    roles: tuple[str, ...] = (),
+    *,
+    abort: bool = False,
+    every_s: float = RECHECK_S,
+) -> AsyncIterator[T]:
+    """The chunks of a streamed response for as long as the token that opened it holds: once
+    `every_s` has passed since the last check, it is checked again before the next chunk goes
+    out. A revoked token ends an event stream (`abort` false: the client signs in again) or
+    breaks off a transfer that must not look complete (`abort` true, e.g. NDJSON results)."""
+    checked = time.monotonic()
+    try:
+        async for chunk in chunks:
+            if time.monotonic() - checked >= every_s:
+                if not await token_holds(request, roles):
+                    if abort:
+                        raise TokenRevoked("the token was revoked while its response streamed")
+                    return
+                checked = time.monotonic()
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

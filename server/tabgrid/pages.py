@@ -1,18 +1,29 @@
-"""Server-rendered pages: the coordinator's job status page at /status (no JavaScript)."""
+"""Server-rendered pages: the coordinator's job status page at /status (no JavaScript).
+
+Anyone sees the network's figures: how many jobs in each state, how many units done. Job
+names and states are shown only to a request with a token ('Authorization: Bearer ...'):
+a submitter's own jobs, or every job for an operator. A page link cannot carry a token, so
+a browser sees the figures; scripts and curl send the header.
+"""
 
 from __future__ import annotations
 
 from html import escape
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from tabgrid import auth
 from tabgrid.httpio import services
 from tabgrid.store import jobs
+from tabgrid.store.tables import Job
+from tabgrid.store.tokens import Principal
 
+J = Job.__table__  # type: ignore[attr-defined]
 SHOWN_JOBS = 50
+STATE_ORDER = ("running", "paused", "done", "failed", "cancelled")
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -50,18 +61,53 @@ tabgrid worker --url {url}</pre>
 
 
 async def home(request: Request) -> HTMLResponse:
-    rows = await services(request).store.run(_recent_jobs)
+    # No header: a visitor. A header that is not a valid token is a 401, as on every route.
+    who = await auth.principal(request) if "authorization" in request.headers else None
+    figures, rows = await services(request).store.run(_jobs_seen, who)
+    section = _figures(figures)
+    if who is None:
+        section += (
+            "\n<p>Job names are shown to their owners: send "
+            "<code>Authorization: Bearer &lt;token&gt;</code> with the request.</p>"
+        )
+    else:
+        whose = "All jobs" if who.is_operator else f"Jobs of {escape(who.name or 'this token')}"
+        section += f"\n<h3>{whose}</h3>\n{_jobs_table(rows)}"
     url = str(request.base_url).rstrip("/")
-    return HTMLResponse(_PAGE.format(jobs=_jobs_table(rows), url=escape(url)))
+    # What a token sees must not be kept by a cache, nor served to a visitor without one.
+    cache = "private, no-store" if who is not None else "no-cache"
+    headers = {"Cache-Control": cache, "Vary": "Authorization"}
+    return HTMLResponse(_PAGE.format(jobs=section, url=escape(url)), headers=headers)
 
 
-def _recent_jobs(conn: Connection) -> list[dict]:
-    return jobs.list_jobs(conn, None, None, SHOWN_JOBS)
+def _jobs_seen(conn: Connection, who: Principal | None) -> tuple[list[tuple], list[dict]]:
+    q = select(J.c.state, func.count(), func.sum(J.c.n_units), func.sum(J.c.done_units))
+    figures = [tuple(r) for r in conn.execute(q.group_by(J.c.state))]
+    if who is None:
+        return figures, []
+    owner = None if who.is_operator else who.id
+    return figures, jobs.list_jobs(conn, owner, None, SHOWN_JOBS)
+
+
+def _figures(figures: list[tuple]) -> str:
+    """Counts only: nothing here names a job or its owner."""
+    if not figures:
+        return "<p>No jobs yet.</p>"
+    by_state = {state: (n, units or 0, done or 0) for state, n, units, done in figures}
+    states = sorted(by_state, key=lambda s: (STATE_ORDER + (s,)).index(s))
+    n_jobs = sum(n for n, _, _ in by_state.values())
+    units = sum(u for _, u, _ in by_state.values())
+    done = sum(d for _, _, d in by_state.values())
+    counts = ", ".join(f"{by_state[s][0]} {escape(s)}" for s in states)
+    return (
+        f'<p id="figures">{n_jobs} job{"s" if n_jobs != 1 else ""} ({counts}); '
+        f"{done} of {units} units done.</p>"
+    )
 
 
 def _jobs_table(rows: list[dict]) -> str:
     if not rows:
-        return "<p>No jobs yet.</p>"
+        return "<p>No jobs.</p>"
     body = "\n".join(_job_row(row) for row in rows)
     head = "<tr><th>job</th><th>name</th><th>kernel</th><th>state</th><th>done</th></tr>"
     return f"<table>\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"

@@ -170,11 +170,13 @@ CoordinatorMessage = Welcome | JobSpec | Lease | Cancel | Idle | Stats | Error |
 
 # ---- HTTP API bodies ----------------------------------------------------------------------
 
-# Every integer a client sends is bounded to what its database column holds: ids are 64-bit
-# signed; a job's priority is a 32-bit INTEGER column on PostgreSQL.
+# Every integer a client sends is bounded to what its database column holds, on both backends:
+# ids, unit indexes and priorities are INTEGER columns, 64-bit on SQLite but 32-bit on
+# PostgreSQL (SERIAL), where a larger value fails the query itself. Values that never reach a
+# column (page sizes, capped first) are bounded at 64 bits.
 INT64_MAX = (1 << 63) - 1
 INT32_MAX = (1 << 31) - 1
-RowId = Annotated[int, Meta(ge=1, le=INT64_MAX)]
+RowId = Annotated[int, Meta(ge=1, le=INT32_MAX)]
 Priority = Annotated[int, Meta(ge=-INT32_MAX - 1, le=INT32_MAX, description="higher runs first")]
 Label = Annotated[str, Meta(max_length=200)]
 
