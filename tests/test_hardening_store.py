@@ -154,7 +154,7 @@ def test_worker_records_that_never_held_a_lease_are_forgotten(store: Store) -> N
 @pytest.mark.parametrize(
     "result",
     [
-        {"lease": 2**63},
+        {"lease": 2**31},
         {"lease": -1},
         {"lease": "7"},
         {"lease": 1, "outputs": {"o": {"digest": "0" * 64, "dtype": "uint8", "shape": [1] * 65}}},

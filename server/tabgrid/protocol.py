@@ -23,8 +23,12 @@ MAX_DIMS = 8
 # them still fit in the integers numpy and the databases use.
 Dim = Annotated[int, Meta(ge=0, le=1 << 40)]
 Shape = Annotated[list[Dim], Meta(max_length=MAX_DIMS)]
-# Ids are 64-bit signed integers in both databases; anything larger names nothing.
-Id = Annotated[int, Meta(ge=0, le=(1 << 63) - 1)]
+# Every integer that reaches a column is bounded to what the column holds on both backends:
+# ids, unit indexes and priorities are INTEGER columns, 64-bit on SQLite but 32-bit on
+# PostgreSQL (SERIAL), where a larger value fails the query itself.
+INT64_MAX = (1 << 63) - 1
+INT32_MAX = (1 << 31) - 1
+Id = Annotated[int, Meta(ge=0, le=INT32_MAX)]  # as a worker names a lease
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL's text cannot hold NUL: refused at decode, not in a statement
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 
@@ -170,12 +174,8 @@ CoordinatorMessage = Welcome | JobSpec | Lease | Cancel | Idle | Stats | Error |
 
 # ---- HTTP API bodies ----------------------------------------------------------------------
 
-# Every integer a client sends is bounded to what its database column holds, on both backends:
-# ids, unit indexes and priorities are INTEGER columns, 64-bit on SQLite but 32-bit on
-# PostgreSQL (SERIAL), where a larger value fails the query itself. Values that never reach a
-# column (page sizes, capped first) are bounded at 64 bits.
-INT64_MAX = (1 << 63) - 1
-INT32_MAX = (1 << 31) - 1
+# Ids as clients name them (see Id above); values that never reach a column (page sizes,
+# capped first) are bounded at 64 bits.
 RowId = Annotated[int, Meta(ge=1, le=INT32_MAX)]
 Priority = Annotated[int, Meta(ge=-INT32_MAX - 1, le=INT32_MAX, description="higher runs first")]
 Label = Annotated[str, Meta(max_length=200)]
