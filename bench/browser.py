@@ -41,9 +41,9 @@ sys.path[:0] = [str(ROOT / "server"), str(ROOT)]
 
 from tests.integration.harness import Coordinator, _env, free_port  # noqa: E402
 
-from tabgrid.client import Client  # noqa: E402
+from tabgrid.client.sdk import Client  # noqa: E402
+from tabgrid.client.tiling import matmul_units  # noqa: E402
 from tabgrid.store import issue_token  # noqa: E402
-from tabgrid.tiling import matmul_units  # noqa: E402
 
 CHROMIUM = os.environ.get("TABGRID_CHROMIUM", "/usr/bin/chromium")
 # The same flags as the e2e tests: no calls to Google's hosts, WebGPU on SwiftShader.

@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT / "server"), str(ROOT)]
 
 from tests.integration.harness import Coordinator, WorkerProcess, _env, free_port  # noqa: E402
 
-from tabgrid.client import Client  # noqa: E402
+from tabgrid.client.sdk import Client  # noqa: E402
 from tabgrid.store import issue_token  # noqa: E402
 
 

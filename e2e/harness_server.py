@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "server") not in sys.path:
     sys.path.insert(0, str(ROOT / "server"))
 
-from tabgrid.web import CSP, ImmutableFiles, SecurityHeaders  # noqa: E402
+from tabgrid.api.static import CSP, ImmutableFiles, SecurityHeaders  # noqa: E402
 
 HARNESS_DIR = ROOT / "e2e" / "harness"
 HARNESS_PAGE = "/harness/harness.html"

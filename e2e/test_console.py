@@ -51,7 +51,7 @@ def test_sign_in_needs_an_operator_token(browser: Browser, site: Site) -> None:
 def test_a_running_job_moves_and_the_tabs_are_listed(
     console: Page, site: Site, fleet: list[Volunteer]
 ) -> None:
-    from tabgrid.tiling import mandelbrot_units
+    from tabgrid.client.tiling import mandelbrot_units
 
     tiles = mandelbrot_units(-2.0, -1.25, 0.5, 1.25, 256, 192, 32, 300)
     with site.client() as client:

@@ -6,7 +6,7 @@ import numpy as np
 from playwright.sync_api import Browser
 
 from saxpy import SAXPY, SAXPY_MANIFEST
-from tabgrid.tiling import matmul_units
+from tabgrid.client.tiling import matmul_units
 from volunteer import STARTED, Site, Volunteer, wait_until
 
 # Keeps every Worker the page creates reachable from the test (the page holds its own in a

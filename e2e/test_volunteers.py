@@ -10,8 +10,8 @@ import time
 import numpy as np
 from playwright.sync_api import Browser
 
+from tabgrid.client.tiling import assemble_mandelbrot, mandelbrot_units, matmul_units
 from tabgrid.kernels import mandelbrot
-from tabgrid.tiling import assemble_mandelbrot, mandelbrot_units, matmul_units
 from volunteer import STARTED, Site, Volunteer, wait_until
 
 KERNEL_COMPARE = {"compare": "kernel"}

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 
 from integration.harness import Coordinator
-from tabgrid.client import Client
+from tabgrid.client.sdk import Client
 from tabgrid.store import issue_token
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import update
 from starlette.exceptions import StarletteDeprecationWarning
 
-from tabgrid import api_jobs
+from tabgrid.api import jobs as api_jobs
 from tabgrid.app import create_app
 from tabgrid.protocol import Hello, JobStatus, Output, Problem, UnitPage, UnitResultLine
 from tabgrid.settings import Limits, Settings

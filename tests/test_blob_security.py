@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import func, select
 from starlette.exceptions import StarletteDeprecationWarning
 
-from tabgrid.api_blobs import WHOLE
+from tabgrid.api.blobs import WHOLE
 from tabgrid.app import create_app
 from tabgrid.protocol import Problem
 from tabgrid.settings import Limits, Settings

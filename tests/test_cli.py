@@ -18,8 +18,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tabgrid import cli, demo
-from tabgrid.client import TabgridError
+from tabgrid.cli import commands as cli
+from tabgrid.cli import common, demo, jobfile
+from tabgrid.client.sdk import TabgridError
 from tabgrid.png import encode as encode_png
 from tabgrid.protocol import JobStatus, Policy, UnitCounts
 
@@ -60,7 +61,7 @@ def test_job_file_loads_arrays_relative_to_the_file(tmp_path: Path, arrays) -> N
             ],
         },
     )
-    job = cli.load_job_file(path)
+    job = jobfile.load_job_file(path)
     assert (job.kernel, job.name, job.params, job.policy) == (
         "matmul",
         "two blocks",
@@ -75,21 +76,21 @@ def test_job_file_loads_arrays_relative_to_the_file(tmp_path: Path, arrays) -> N
 
 
 def test_job_file_defaults(tmp_path: Path) -> None:
-    job = cli.load_job_file(write_job(tmp_path, {"kernel": "checksum", "units": [{}]}))
+    job = jobfile.load_job_file(write_job(tmp_path, {"kernel": "checksum", "units": [{}]}))
     assert (job.name, job.params, job.policy, job.inputs) == ("", {}, {}, {})
     assert job.units == [{"params": {}, "inputs": {}}]
 
 
 def test_missing_job_file(tmp_path: Path) -> None:
-    with pytest.raises(cli.CliError, match="job file not found: .*nope.json"):
-        cli.load_job_file(tmp_path / "nope.json")
+    with pytest.raises(common.CliError, match="job file not found: .*nope.json"):
+        jobfile.load_job_file(tmp_path / "nope.json")
 
 
 def test_bad_json_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "job.json"
     path.write_text('{\n  "kernel": "matmul",\n  "units": [,]\n}\n', encoding="utf-8")
-    with pytest.raises(cli.JobFileError) as info:
-        cli.load_job_file(path)
+    with pytest.raises(jobfile.JobFileError) as info:
+        jobfile.load_job_file(path)
     assert "not valid JSON at line 3, column 13" in str(info.value)
     assert str(info.value).startswith(str(path))
 
@@ -102,8 +103,8 @@ def test_missing_npy_names_the_input_and_unit(tmp_path: Path, arrays) -> None:
             "units": [{"inputs": {"a": "data/a0.npy"}}, {"inputs": {"a": "x.npy"}}],
         },
     )
-    with pytest.raises(cli.JobFileError) as info:
-        cli.load_job_file(path)
+    with pytest.raises(jobfile.JobFileError) as info:
+        jobfile.load_job_file(path)
     assert info.value.errors == [
         f"input 'a' (\"inputs\" of unit 1): file not found: x.npy (looked for {tmp_path / 'x.npy'})"
     ]
@@ -120,8 +121,8 @@ def test_every_mistake_is_listed_at_once(tmp_path: Path) -> None:
             "units": [{"param": {}}, 5, {"inputs": {"a": 1}}],
         },
     )
-    with pytest.raises(cli.JobFileError) as info:
-        cli.load_job_file(path)
+    with pytest.raises(jobfile.JobFileError) as info:
+        jobfile.load_job_file(path)
     errors = info.value.errors
     assert (
         "unknown key 'polcy' in the job (expected: inputs, kernel, name, params, policy, units)"
@@ -138,13 +139,13 @@ def test_every_mistake_is_listed_at_once(tmp_path: Path) -> None:
 
 
 def test_units_are_required(tmp_path: Path) -> None:
-    with pytest.raises(cli.JobFileError, match='"units" is required'):
-        cli.load_job_file(write_job(tmp_path, {"kernel": "matmul", "units": []}))
+    with pytest.raises(jobfile.JobFileError, match='"units" is required'):
+        jobfile.load_job_file(write_job(tmp_path, {"kernel": "matmul", "units": []}))
 
 
 def test_not_an_object(tmp_path: Path) -> None:
-    with pytest.raises(cli.JobFileError, match="expected a JSON object, got a list"):
-        cli.load_job_file(write_job(tmp_path, ["matmul"]))
+    with pytest.raises(jobfile.JobFileError, match="expected a JSON object, got a list"):
+        jobfile.load_job_file(write_job(tmp_path, ["matmul"]))
 
 
 def test_arrays_tabgrid_cannot_carry(tmp_path: Path) -> None:
@@ -155,8 +156,8 @@ def test_arrays_tabgrid_cannot_carry(tmp_path: Path) -> None:
         tmp_path,
         {"kernel": "wgsl", "inputs": {"c": "c.npy", "o": "o.npy", "t": "t.npy"}, "units": [{}]},
     )
-    with pytest.raises(cli.JobFileError) as info:
-        cli.load_job_file(path)
+    with pytest.raises(jobfile.JobFileError) as info:
+        jobfile.load_job_file(path)
     complex_error, object_error, text_error = info.value.errors
     assert complex_error.startswith("input 'c' (\"inputs\"): c.npy has dtype complex64; use one of")
     assert "o.npy is not a .npy array" in object_error
@@ -165,7 +166,7 @@ def test_arrays_tabgrid_cannot_carry(tmp_path: Path) -> None:
 
 def test_big_endian_arrays_become_little_endian(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.arange(4, dtype=">i4"))
-    job = cli.load_job_file(
+    job = jobfile.load_job_file(
         write_job(tmp_path, {"kernel": "k", "inputs": {"x": "x.npy"}, "units": [{}]})
     )
     assert job.inputs["x"].dtype == np.dtype("<i4")
@@ -182,30 +183,30 @@ def test_submit_command_reports_file_errors_without_a_server(tmp_path: Path, cap
 
 
 def test_find_token_order(tmp_path: Path) -> None:
-    (tmp_path / cli.TOKEN_FILE).write_text("from-file\n", encoding="utf-8")
+    (tmp_path / common.TOKEN_FILE).write_text("from-file\n", encoding="utf-8")
     env = {"TABGRID_TOKEN": "from-env"}
-    assert cli.find_token("explicit", tmp_path, env) == "explicit"
-    assert cli.find_token(None, tmp_path, env) == "from-env"
-    assert cli.find_token(None, tmp_path, {}) == "from-file"
+    assert common.find_token("explicit", tmp_path, env) == "explicit"
+    assert common.find_token(None, tmp_path, env) == "from-env"
+    assert common.find_token(None, tmp_path, {}) == "from-file"
 
 
 def test_no_token_says_where_it_looked(tmp_path: Path) -> None:
-    with pytest.raises(cli.CliError) as info:
-        cli.find_token(None, tmp_path, {})
+    with pytest.raises(common.CliError) as info:
+        common.find_token(None, tmp_path, {})
     assert "pass --token, set TABGRID_TOKEN" in str(info.value)
-    assert str(tmp_path / cli.TOKEN_FILE) in str(info.value)
+    assert str(tmp_path / common.TOKEN_FILE) in str(info.value)
 
 
 def test_problem_documents_show_title_detail_and_each_error() -> None:
     exc = TabgridError(422, "Invalid job", "2 problems", ["unit 0: no input 'a'", "bad kernel"])
-    assert cli.describe_error(exc) == (
+    assert common.describe_error(exc) == (
         "Invalid job (HTTP 422)\n  2 problems\n  - unit 0: no input 'a'\n  - bad kernel"
     )
 
 
 def test_unreachable_coordinator_is_explained(capsys) -> None:
     exc = httpx.ConnectError("Connection refused")
-    text = cli.describe_error(exc, "http://127.0.0.1:9")
+    text = common.describe_error(exc, "http://127.0.0.1:9")
     assert text.startswith("cannot reach the coordinator at http://127.0.0.1:9: Connection refused")
     assert "tabgrid serve" in text
 

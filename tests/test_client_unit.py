@@ -12,7 +12,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from tabgrid.client import Client, TabgridError, decode_array, encode_array, iter_sse
+from tabgrid.client.sdk import Client, TabgridError, decode_array, encode_array, iter_sse
 from tabgrid.protocol import JobStatus, Output, Policy, UnitCounts, UnitResultLine, encoder
 
 
@@ -188,7 +188,7 @@ def test_wait_follows_events_and_draws_a_bar(
 def test_wait_polls_when_the_stream_breaks(
     client: Client, api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tabgrid.client.POLL_INTERVAL_S", 0.01)
+    monkeypatch.setattr("tabgrid.client.sdk.POLL_INTERVAL_S", 0.01)
 
     def broken() -> Iterator[bytes]:
         yield sse(("progress", status(done=1)))

@@ -15,6 +15,9 @@ from sqlmodel import SQLModel
 
 from tabgrid import kernels
 from tabgrid.blobs import BlobStore
+from tabgrid.coordinator.scheduler import Scheduler
+from tabgrid.coordinator.telemetry import Telemetry
+from tabgrid.coordinator.validator import Incoming, job_key
 from tabgrid.protocol import (
     Hello,
     JobSpec,
@@ -25,14 +28,11 @@ from tabgrid.protocol import (
     UnitSpec,
     worker_decoder,
 )
-from tabgrid.scheduler import Scheduler, job_key
 from tabgrid.settings import Settings
 from tabgrid.store import Store
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import workers as workers_q
-from tabgrid.store.results import Incoming
-from tabgrid.telemetry import Telemetry
-from tabgrid.worker import Worker
+from tabgrid.worker.session import Worker
 from test_store import claim, out, worker
 
 

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 import uvicorn
 
-from tabgrid import api_jobs
+from tabgrid.api import jobs as api_jobs
 from tabgrid.app import create_app
 from tabgrid.protocol import INT32_MAX, INT64_MAX, JobSubmit, Output, Problem, UnitSpec
 from tabgrid.settings import Settings

@@ -12,17 +12,17 @@ import pytest
 from starlette.testclient import TestClient
 
 from tabgrid import kernels
+from tabgrid.api.picture import render
 from tabgrid.app import create_app
-from tabgrid.console import ConsoleHub, View
-from tabgrid.picture import render
+from tabgrid.coordinator.console_hub import ConsoleHub, View
+from tabgrid.coordinator.telemetry import Telemetry
+from tabgrid.coordinator.validator import JobContext
 from tabgrid.protocol import Policy
 from tabgrid.settings import Settings
 from tabgrid.store import Store, audit, bans, disagreements
 from tabgrid.store.leases import Claimed
 from tabgrid.store.migrate import add_missing_columns
-from tabgrid.store.results import JobContext
 from tabgrid.store.tables import Worker
-from tabgrid.telemetry import Telemetry
 from test_gateway import WS, hello, lease_one, send_output, submit
 
 
@@ -193,7 +193,7 @@ def test_a_hold_that_lands_while_a_claim_runs_leaves_no_negative_credit(
     peer = _Peer("w")
     peer.posted = []  # type: ignore[attr-defined]
     peer.post = peer.posted.append  # type: ignore[attr-defined]
-    scheduler._contexts[1] = JobContext(kernels.get("checksum"), Policy(), {}, {}, "k1")
+    scheduler.validator._contexts[1] = JobContext(kernels.get("checksum"), Policy(), {}, {}, "k1")
     peer.jobs_sent, peer.idle_reason, peer.leases = {"k1"}, None, set()
     peer.credit = 0  # the hold came in after the tick read a credit of 1
     scheduler._send_leases(peer, [Claimed(7, 1, 1, 0, {}, {}, 0.0)])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 
-from tabgrid.progress import ProgressBar, format_duration, format_rate, render, should_draw
+from tabgrid.client.progress import ProgressBar, format_duration, format_rate, render, should_draw
 from tabgrid.protocol import JobStatus, Policy, UnitCounts
 
 

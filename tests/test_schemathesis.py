@@ -32,7 +32,8 @@ from schemathesis.checks import (
 from sqlalchemy import text, update
 from starlette.exceptions import StarletteDeprecationWarning
 
-from tabgrid import api, api_jobs
+from tabgrid.api import jobs as api_jobs
+from tabgrid.api import routes as api
 from tabgrid.app import create_app
 from tabgrid.protocol import JobSubmit, Output, UnitResultLine, UnitSpec
 from tabgrid.settings import Settings

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 
 from tabgrid.blobs import BlobStore
+from tabgrid.coordinator.validator import Incoming, JobContext, Validator
 from tabgrid.protocol import Hello, JobSubmit, Output, Policy, ResultItem, UnitSpec
 from tabgrid.store import Store, blob_rows, disagreements
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import leases as leases_q
 from tabgrid.store import workers as workers_q
-from tabgrid.store.results import Incoming, JobContext, Validator
 
 KERNEL = SimpleNamespace(NAME="test", flops=lambda params, shapes: 2e9)
 
@@ -58,7 +58,7 @@ def validator(store: Store, blobs: BlobStore) -> Validator:
         row = jobs_q.get_job(conn, job_id)
         return JobContext(KERNEL, row.policy, row.params, row.inputs)  # type: ignore[arg-type]
 
-    return Validator(ctx, blobs)
+    return Validator(blobs, ctx)
 
 
 def report(store: Store, v: Validator, wid: str, lease: int, value: str | None):  # type: ignore[no-untyped-def]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tabgrid.tiling import assemble_mandelbrot, mandelbrot_units, matmul_units
+from tabgrid.client.tiling import assemble_mandelbrot, mandelbrot_units, matmul_units
 
 
 def run_matmul(units: list[dict]) -> dict[int, dict[str, np.ndarray]]:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from tabgrid.coordinator.rules import Candidate, check_set, exact
 from tabgrid.protocol import Output
-from tabgrid.validation import Candidate, check_set, exact
 
 D = {c: c * 64 for c in "abc"}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
+from tabgrid.api.static import CSP, IMMUTABLE
 from tabgrid.app import create_app
 from tabgrid.settings import Settings
-from tabgrid.web import CSP, IMMUTABLE
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)

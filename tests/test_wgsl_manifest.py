@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from tabgrid.kernels import wgsl
-from tabgrid.kernels.expr import ExprError, evaluate, evaluate_count, parse
-from tabgrid.kernels.wgsl_source import element_scalar, scan, strip_comments
+from tabgrid.kernels.wgsl.expr import ExprError, evaluate, evaluate_count, parse
+from tabgrid.kernels.wgsl.source import element_scalar, scan, strip_comments
 
 SHADER = """
 // y = a * x + y, over n elements

@@ -38,9 +38,9 @@ from tabgrid.protocol import (
     worker_decoder,
 )
 from tabgrid.runtime.array import Array
-from tabgrid.worker import Identity, Worker, backoff_delay, run_worker, websocket_url
-from tabgrid.worker_blobs import BlobCache, BlobError, put_blob
-from tabgrid.worker_results import Finished, pack
+from tabgrid.worker.blobs import BlobCache, BlobError, put_blob
+from tabgrid.worker.results import Finished, pack
+from tabgrid.worker.session import Identity, Worker, backoff_delay, run_worker, websocket_url
 
 TIMEOUT = 5.0
 

@@ -8,37 +8,28 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from tabgrid.api import blobs as api_blobs
+from tabgrid.api import routes as api
+from tabgrid.api import static as web
+from tabgrid.api import status_page as pages
 from tabgrid.blobs import BlobStore
-from tabgrid.console import ConsoleHub
-from tabgrid.scheduler import Scheduler
+from tabgrid.coordinator import gateway
+from tabgrid.coordinator.console_hub import ConsoleHub
+from tabgrid.coordinator.scheduler import Scheduler
+from tabgrid.coordinator.telemetry import HttpLatency, Telemetry
+from tabgrid.services import Services
 from tabgrid.settings import Settings
 from tabgrid.store import Store, notify
-from tabgrid.telemetry import HttpLatency, Telemetry
 
 log = logging.getLogger("tabgrid")
 
 
-@dataclass
-class Services:
-    """Everything a request handler may touch, reachable as request.app.state.services."""
-
-    settings: Settings
-    store: Store
-    blobs: BlobStore
-    scheduler: Scheduler
-    telemetry: Telemetry
-    hub: ConsoleHub
-
-
 def create_app(settings: Settings) -> Starlette:
-    from tabgrid import api, api_blobs, gateway, pages, web
-
     store = Store(settings.db)
     blobs = BlobStore(settings.blob_dir)
     telemetry = Telemetry()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from integration.harness import Coordinator, WorkerProcess
-from tabgrid.client import Client
+from tabgrid.client.sdk import Client
 from tabgrid.store import issue_token
 
 

@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 
 from tabgrid.runtime.array import Array
-from tabgrid.worker import Worker
+from tabgrid.worker.session import Worker
 
 
 class Saboteur(Worker):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from tabgrid.tiling import matmul_units
+from tabgrid.client.tiling import matmul_units
 
 pytestmark = pytest.mark.integration
 

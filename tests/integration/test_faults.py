@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from tabgrid import kernels
+from tabgrid.client.tiling import matmul_units
 from tabgrid.store import Store
 from tabgrid.store.tables import Worker
-from tabgrid.tiling import matmul_units
 
 pytestmark = pytest.mark.integration
 

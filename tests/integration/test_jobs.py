@@ -7,8 +7,8 @@ import pytest
 
 from saxpy import SAXPY, SAXPY_MANIFEST
 from tabgrid import kernels
-from tabgrid.client import TabgridError
-from tabgrid.tiling import assemble_mandelbrot, mandelbrot_units, matmul_units
+from tabgrid.client.sdk import TabgridError
+from tabgrid.client.tiling import assemble_mandelbrot, mandelbrot_units, matmul_units
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from integration.conftest import Cluster
 from integration.harness import Coordinator, WorkerProcess
 from tabgrid import kernels
-from tabgrid.client import Client
+from tabgrid.client.sdk import Client
 
 pytestmark = pytest.mark.integration
 

@@ -1,93 +1,20 @@
-"""Results coming back: recorded, validated by quorum or verifier, credited, in one transaction."""
+"""The statements of the result path: the replicas results name, the results a unit's verdict
+reads, verdicts and returned results written in bulk. Policy lives in coordinator.validator."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from math import prod
-from types import ModuleType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Float, bindparam, select, update
 
-from tabgrid.blobs import BlobStore
-from tabgrid.differences import describe as describe_difference
-from tabgrid.protocol import BlobRef, Output, Policy, ResultItem, Stats
-from tabgrid.runtime.array import ITEMSIZE
-from tabgrid.store import blob_rows, disagreements, standing
-from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
-from tabgrid.store.leases import load_units_and_specs, save_units
 from tabgrid.store.sql import Many, insert_ignore
-from tabgrid.store.standing import Tally
-from tabgrid.store.tables import Blob, BlobUse, Replica, Unit, Worker
-from tabgrid.store.units import UnitRow
-from tabgrid.validation import (
-    Candidate,
-    can_verify,
-    check_set,
-    credit,
-    make_comparator,
-    verify_single,
-)
+from tabgrid.store.tables import BlobUse, Replica
 
 R = Replica.__table__  # type: ignore[attr-defined]
-W = Worker.__table__  # type: ignore[attr-defined]
-U = Unit.__table__  # type: ignore[attr-defined]
-B = Blob.__table__  # type: ignore[attr-defined]
 REFS = BlobUse.__table__  # type: ignore[attr-defined]
 
-MAX_ERROR_TEXT = 2000
-MAX_DESCRIBED = 1 << 22  # elements compared one by one for the feed; larger: by digest
 
-
-@dataclass(frozen=True)
-class Incoming:
-    worker: str
-    item: ResultItem
-    tries: int = 0  # ticks that failed with it
-
-
-@dataclass
-class JobContext:
-    """What validating a job's units needs, loaded once per job."""
-
-    kernel: ModuleType
-    policy: Policy
-    params: dict
-    inputs: dict[str, BlobRef]
-    key: str = ""  # what workers cache the job's description under (protocol.JobSpec)
-
-
-@dataclass
-class Outcome:
-    stats: dict[str, Stats] = field(default_factory=dict)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    new_work: bool = False
-    units_done: int = 0
-    # What the batch's results came to, for the console and /metrics.
-    valid: int = 0
-    invalid: int = 0
-    errors: int = 0
-    # Seconds from each newly validated unit's first result to its verdict.
-    latencies: list[float] = field(default_factory=list)
-    # Workers whose results could not be recorded at all, and why: they are cut off.
-    hostile: dict[str, str] = field(default_factory=dict)
-
-    def merge(self, other: Outcome) -> None:
-        """Adds a later part of the same tick (each worker's stats are read after its part)."""
-        self.stats |= other.stats
-        self.rejected += other.rejected
-        self.new_work |= other.new_work
-        self.units_done += other.units_done
-        self.valid += other.valid
-        self.invalid += other.invalid
-        self.errors += other.errors
-        self.latencies += other.latencies
-        self.hostile |= other.hostile
-
-
-class _Held(NamedTuple):
+class Held(NamedTuple):
     """A replica a result names, as the result path reads it."""
 
     id: int
@@ -97,298 +24,15 @@ class _Held(NamedTuple):
     state: str
 
 
-class Validator:
-    """Records a batch of results; holds the per-job context cache and the array loader."""
+class Returned(NamedTuple):
+    """A result stored for a unit, in return order."""
 
-    def __init__(self, contexts: Callable[[Connection, int], JobContext], blobs: BlobStore) -> None:
-        self._contexts = contexts
-        self._blobs = blobs
-        self._inline: dict[str, bytes] = {}  # inline outputs of the batch being recorded
-        self._kept: dict[str, bytes] = {}  # of those, the ones to store
-        self._conn: Connection | None = None
-
-    def record(
-        self,
-        conn: Connection,
-        batch: list[Incoming],
-        now: float,
-        banned: frozenset[str] = frozenset(),
-    ) -> Outcome:
-        """Inline outputs must have been checked against their digests (check_inline).
-        Results of ``banned`` workers are refused: a ban may have come through another
-        coordinator, or while they were in flight."""
-        out = Outcome()
-        self._conn = conn
-        self._inline = {
-            o.digest: o.data
-            for inc in batch
-            for o in (inc.item.outputs or {}).values()
-            if o.data is not None
-        }
-        self._kept = {}
-        self._outcome = out
-        self._now = now
-        self._disagreements: list[dict] = []
-        accepted = self._accept(conn, batch, out, banned)
-        if not accepted:
-            return out
-        loaded, specs = load_units_and_specs(conn, {rep.unit_id for _, rep in accepted})
-        units = {u.id: u for u in loaded}
-        tallies: dict[str, Tally] = {}
-        updates = {rep.id: self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted}
-        _reference_outputs(conn, accepted)
-        todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
-        batch_ = _Batch.load(conn, [u.id for u in todo], specs, accepted, updates, now)
-        for u in todo:
-            out.new_work |= self._validate(conn, u, batch_, tallies)
-        # Each replica of the batch is written once, verdict included; earlier ones are judged.
-        batch_.flush(conn, updates)
-        _save_replicas(conn, list(updates.values()), now)
-        blob_rows.keep(conn, self._kept, now)
-        out.units_done = sum(
-            1 for u in units.values() if u.state == "done" and u.loaded_state != "done"
-        )
-        save_units(conn, list(units.values()), now)
-        out.stats = standing.credit(conn, tallies, now)
-        disagreements.record(conn, self._disagreements)
-        out.valid = sum(t.valid for t in tallies.values())
-        out.invalid = sum(t.invalid for t in tallies.values())
-        out.errors = sum(t.errors for t in tallies.values())
-        return out
-
-    def _accept(
-        self, conn: Connection, batch: list[Incoming], out: Outcome, banned: frozenset[str]
-    ) -> list[tuple[Incoming, _Held]]:
-        ids = [inc.item.lease for inc in batch]
-        reps = {r[0]: _Held._make(r) for r in conn.execute(_LEASES, {"ids": ids}).all()}
-        live = _live_replicas(conn, [r for r in reps.values() if r.state == "released"])
-        accepted, seen = [], set()
-        for inc in batch:
-            rep = reps.get(inc.item.lease)
-            if inc.worker in banned:
-                out.rejected.append((inc.worker, "this worker is banned: its results do not count"))
-            elif rep is None or rep.worker_id != inc.worker:
-                out.rejected.append((inc.worker, f"lease {inc.item.lease} is not held by you"))
-            elif rep.state not in ("leased", "released") or rep.id in seen:
-                out.rejected.append((inc.worker, f"lease {inc.item.lease} already has a result"))
-            elif rep.state == "released" and (rep.unit_id, inc.worker) in live:
-                # The unit went to this worker again: only one of its results may count.
-                out.rejected.append((inc.worker, f"lease {inc.item.lease} was released"))
-            else:
-                seen.add(rep.id)
-                accepted.append((inc, rep))
-        return accepted
-
-    def _apply(
-        self, inc: Incoming, rep: _Held, units: dict[int, UnitRow], tallies: dict, conn: Connection
-    ) -> dict:
-        u = units[rep.unit_id]
-        if rep.state == "leased" and not u.final:
-            u.inflight = max(0, u.inflight - 1)
-        tally = tallies.setdefault(inc.worker, Tally())
-        tally.results += 1
-        error = self._error_of(inc.item)
-        row = {"b_id": rep.id, "elapsed_ms": inc.item.elapsed_ms, "outputs": None}
-        if error is not None:
-            tally.errors += 1
-            tally.events.append(False)
-            if not u.final:
-                ctx = self._contexts(conn, u.job_id)
-                u.replace_replica(ctx.policy)
-                u.fail_if_stuck(f"every replica failed or was lost; last error: {error}")
-                u.derive_state()
-            return row | {"state": "error", "error": error}
-        u.results += 1
-        if self._contexts(conn, u.job_id).policy.compare != "exact":
-            self._keep(inc.item.outputs or {})  # comparisons will read the bytes
-        outputs = strip_data(inc.item.outputs or {})
-        return row | {"state": "returned", "error": None, "outputs": dumps(outputs)}
-
-    def _error_of(self, item: ResultItem) -> str | None:
-        if item.error is not None:
-            return item.error[:MAX_ERROR_TEXT] or "the worker reported an error without a message"
-        if not item.outputs:
-            return "the result carried no outputs"
-        missing = [
-            k for k, o in item.outputs.items() if o.data is None and not self._blobs.has(o.digest)
-        ]
-        if missing:
-            return f"output blob(s) {', '.join(missing)} were neither inline nor uploaded"
-        for name, o in item.outputs.items():
-            need = prod(o.shape) * ITEMSIZE[o.dtype]
-            have = len(o.data) if o.data is not None else self._blobs.size(o.digest)
-            if have != need:
-                return f"output {name!r} holds {have} bytes, but {o.dtype} {o.shape} needs {need}"
-        return None
-
-    def _validate(self, conn: Connection, u: UnitRow, b: _Batch, tallies: dict) -> bool:
-        """Decides what it can about one unit; True when the unit now wants another replica."""
-        ctx = self._contexts(conn, u.job_id)
-        reps = b.replicas.get(u.id, [])
-        fresh = [Candidate(rid, loads_outputs(o)) for rid, _, st, o in reps if st == "returned"]
-        owner = {rid: wid for rid, wid, _, _ in reps}
-        if not fresh:
-            return False
-        agree = make_comparator(ctx.policy, ctx.kernel, self._array)
-        if u.state == "done":
-            canon = loads_outputs(u.outputs or "{}")
-            valid = [c.replica_id for c in fresh if agree(canon, c.outputs)]
-            invalid = [c.replica_id for c in fresh if c.replica_id not in valid]
-            self._judge(b, u, ctx, valid, invalid, owner, tallies)
-            self._note(u, ctx, Candidate(-1, canon), fresh, set(valid), owner)
-            return False
-        if ctx.policy.quorum == 1 and can_verify(ctx.kernel):
-            return self._verify(b, u, ctx, fresh, owner, tallies)
-        verdict = check_set(fresh, ctx.policy.quorum, agree)
-        if verdict.canonical is not None:
-            canon = next(c for c in fresh if c.replica_id == verdict.canonical)
-            self._accept_canonical(u, canon)
-            self._outcome.latencies.append(
-                max(0.0, self._now - b.first_result.get(u.id, self._now))
-            )
-            self._judge(b, u, ctx, verdict.valid, verdict.invalid, owner, tallies)
-            self._note(u, ctx, canon, fresh, set(verdict.valid), owner)
-            return False
-        if len(fresh) >= ctx.policy.quorum:
-            self._note(u, ctx, None, fresh, set(), owner, agree)
-        return self._ask_more(u, ctx.policy, len(fresh))
-
-    def _note(self, u, ctx, canon, fresh, valid, owner, agree=None) -> None:  # type: ignore[no-untyped-def]
-        """Adds a disagreement to the feed when some of ``fresh`` disagree with ``canon`` (or,
-        with no canonical result yet, with the first of them, judged by ``agree``)."""
-        odd = [c for c in fresh if c.replica_id not in valid and c is not canon]
-        if canon is None:
-            canon = fresh[0]
-            odd = [c for c in fresh[1:] if not agree(canon.outputs, c.outputs)]
-        if not odd:
-            return
-        lines = [f"worker {owner[c.replica_id][:8]}: {self._how(canon, c)}" for c in odd]
-        against = "the canonical result" if u.state == "done" else "the first result"
-        state = {c.replica_id: "valid" if c.replica_id in valid else "invalid" for c in fresh}
-        if u.state != "done":
-            state = dict.fromkeys(state, "undecided")
-        replicas = [
-            {
-                "replica": c.replica_id,
-                "worker": owner.get(c.replica_id, ""),
-                "state": state.get(c.replica_id, "canonical"),
-                "digest": next(iter(c.outputs.values())).digest if c.outputs else "",
-            }
-            for c in ([canon] if canon.replica_id not in state else []) + fresh
-            if c.replica_id >= 0
-        ]
-        self._disagreements.append(
-            {
-                "at": self._now,
-                "job_id": u.job_id,
-                "unit_id": u.id,
-                "idx": u.idx,
-                "kernel": ctx.kernel.NAME,
-                "summary": f"{len(odd)} of {len(fresh)} results differ from {against}: "
-                + "; ".join(lines),
-                "replicas": replicas,
-            }
-        )
-
-    def _how(self, reference: Candidate, other: Candidate) -> str:
-        """How ``other``'s outputs differ from ``reference``'s, element by element when both
-        are at hand; by digest when not (under exact comparison only canonical bytes stay)."""
-        try:
-            if _elements(reference.outputs) + _elements(other.outputs) > MAX_DESCRIBED:
-                raise ValueError("too large to compare element by element here")
-            return describe_difference(self._arrays(reference.outputs), self._arrays(other.outputs))
-        except Exception:  # noqa: BLE001 - the feed must not fail a batch
-            a, b = reference.outputs, other.outputs
-            differ = [n for n in sorted(set(a) | set(b)) if n not in a or n not in b
-                      or a[n].digest != b[n].digest]  # fmt: skip
-            return (
-                "; ".join(
-                    f"{n}: different bytes (sha256 {a[n].digest[:8] if n in a else '-'} "
-                    f"vs {b[n].digest[:8] if n in b else '-'})"
-                    for n in differ
-                )
-                or "same bytes, judged different by the comparator"
-            )
-
-    def _arrays(self, outputs: dict[str, Output]) -> dict[str, Any]:
-        return {k: self._array(o) for k, o in outputs.items()}
-
-    def _verify(self, b, u, ctx, fresh, owner, tallies) -> bool:  # type: ignore[no-untyped-def]
-        params, refs = b.spec(u.id, ctx)
-        inputs = {k: self._array_ref(ref) for k, ref in refs.items()}
-        invalid = []
-        for cand in fresh:
-            outs = {k: self._array(o) for k, o in cand.outputs.items()}
-            if verify_single(ctx.kernel, params, inputs, outs):
-                self._accept_canonical(u, cand)
-                self._outcome.latencies.append(0.0)
-                rest = [c.replica_id for c in fresh if c is not cand]
-                self._judge(b, u, ctx, [cand.replica_id], invalid + rest, owner, tallies)
-                return False
-            invalid.append(cand.replica_id)
-        self._judge(b, u, ctx, [], invalid, owner, tallies)
-        u.results -= len(invalid)
-        return self._ask_more(u, ctx.policy, 0)
-
-    def _ask_more(self, u: UnitRow, policy: Policy, undecided: int) -> bool:
-        """BOINC adds one replica when quorum-many results disagree; and refills lost ones."""
-        potential = undecided + u.inflight + u.want
-        wanted = max(policy.quorum - potential, 1 if u.inflight + u.want == 0 else 0)
-        asked = any([u.replace_replica(policy) for _ in range(wanted)])
-        u.fail_if_stuck(
-            f"no {policy.quorum} results agreed within max_replicas={policy.max_replicas}"
-        )
-        u.derive_state()
-        return asked
-
-    def _accept_canonical(self, u: UnitRow, canon: Candidate) -> None:
-        # Under exact comparison only the canonical bytes are stored: an agreeing result in this
-        # batch carried them (same digest), or they were uploaded as a blob.
-        self._keep(canon.outputs)
-        u.canonical_id = canon.replica_id
-        u.outputs = dumps(canon.outputs)
-        u.state = "done"
-        u.want = 0
-
-    def _judge(self, b, u, ctx, valid, invalid, owner, tallies) -> None:  # type: ignore[no-untyped-def]
-        b.valid += valid
-        b.invalid += invalid
-        gflop = 0.0
-        if valid:
-            params, refs = b.spec(u.id, ctx)
-            shapes = {k: (r.dtype, tuple(r.shape)) for k, r in refs.items()}
-            gflop = credit(ctx.kernel, params, shapes)
-        for rid in valid:
-            t = tallies.setdefault(owner[rid], Tally())
-            t.valid += 1
-            t.credit += gflop
-            t.events.append(True)
-        for rid in invalid:
-            t = tallies.setdefault(owner[rid], Tally())
-            t.invalid += 1
-            t.events.append(False)
-
-    def _keep(self, outputs: dict[str, Output]) -> None:
-        for o in outputs.values():
-            data = self._inline.get(o.digest)
-            if data is not None:
-                self._kept[o.digest] = data
-
-    def _array(self, o: Output) -> Any:
-        return self._load(o.digest, o.dtype, o.shape)
-
-    def _array_ref(self, ref: BlobRef) -> Any:
-        return self._load(ref.digest, ref.dtype, ref.shape)
-
-    def _load(self, digest: str, dtype: str, shape: list[int]) -> Any:
-        import numpy as np
-
-        data = self._inline.get(digest)
-        if data is None and self._conn is not None:
-            data = blob_rows.read(self._conn, digest)
-        if data is None:
-            data = self._blobs.read(digest)
-        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+    unit_id: int
+    id: int
+    worker_id: str
+    state: str
+    outputs: str | None
+    returned_at: float | None
 
 
 # The hot statements are built once: building and cache-keying a statement costs more than
@@ -420,75 +64,12 @@ _SAVE = Many(
 )
 
 
-@dataclass
-class _Batch:
-    """What validating a batch of units reads, in one query each, and the verdicts it writes."""
-
-    replicas: dict[int, list]
-    specs: dict[int, tuple[str, str]]
-    first_result: dict[int, float] = field(default_factory=dict)
-    valid: list[int] = field(default_factory=list)
-    invalid: list[int] = field(default_factory=list)
-
-    @classmethod
-    def load(
-        cls,
-        conn: Connection,
-        unit_ids: list[int],
-        specs: dict[int, tuple[str, str]],
-        accepted: list[tuple[Incoming, _Held]],
-        updates: dict[int, dict],
-        now: float,
-    ) -> _Batch:
-        """Each unit's results in return order: those stored before, then this batch's (not
-        written yet), ordered as `ORDER BY returned_at, id` would order them once written."""
-        keyed: dict[int, list] = {}
-        if unit_ids:
-            for unit_id, rid, wid, st, outputs, returned_at in conn.execute(
-                _DECIDING, {"ids": unit_ids}
-            ).all():
-                at = -math.inf if returned_at is None else returned_at
-                keyed.setdefault(unit_id, []).append((at, rid, [rid, wid, st, outputs]))
-            wanted = set(unit_ids)
-            for inc, rep in accepted:
-                row = updates[rep.id]
-                if row["state"] == "returned" and rep.unit_id in wanted:
-                    item = (now, rep.id, [rep.id, inc.worker, "returned", row["outputs"]])
-                    keyed.setdefault(rep.unit_id, []).append(item)
-        replicas = {
-            uid: [r for _, _, r in sorted(rows, key=_by_return)] for uid, rows in keyed.items()
-        }
-        first = {uid: min(at for at, _, _ in rows) for uid, rows in keyed.items()}
-        return cls(replicas, specs, first)
-
-    def spec(self, unit_id: int, ctx: JobContext) -> tuple[dict, dict[str, BlobRef]]:
-        """The unit's merged params and inputs: the job's, overridden by the unit's own."""
-        params, inputs = self.specs[unit_id]
-        return ctx.params | loads(params), ctx.inputs | loads_inputs(inputs)
-
-    def flush(self, conn: Connection, updates: dict[int, dict]) -> None:
-        """Verdicts on this batch's replicas go into their pending rows; the rest are stored."""
-        for state, ids in (("valid", self.valid), ("invalid", self.invalid)):
-            stored = []
-            for rid in ids:
-                row = updates.get(rid)
-                if row is None:
-                    stored.append(rid)
-                else:
-                    row["state"] = state
-            if stored:
-                conn.execute(_JUDGE, {"ids": stored, "state": state})
+def held(conn: Connection, lease_ids: list[int]) -> dict[int, Held]:
+    """The replicas these leases name, locked for this transaction."""
+    return {r[0]: Held._make(r) for r in conn.execute(_LEASES, {"ids": lease_ids}).all()}
 
 
-def _by_return(item: tuple) -> tuple[float, int]:
-    return item[0], item[1]
-
-
-def _elements(outputs: dict[str, Output]) -> int:
-    return sum(prod(o.shape) for o in outputs.values())
-
-
-def _live_replicas(conn: Connection, released: list[_Held]) -> set[tuple[int, str]]:
+def live_pairs(conn: Connection, released: list[Held]) -> set[tuple[int, str]]:
     """(unit, worker) pairs among these where the worker holds another, unreleased replica."""
     if not released:
         return set()
@@ -496,13 +77,23 @@ def _live_replicas(conn: Connection, released: list[_Held]) -> set[tuple[int, st
     return {(u, w) for u, w in conn.execute(_LIVE, {"ids": units}).all()}
 
 
-def _reference_outputs(conn: Connection, accepted: list[tuple[Incoming, _Held]]) -> None:
-    """Output blobs belong to their job too, so retiring the job frees them."""
-    refs = {
-        (o.digest, rep.job_id) for inc, rep in accepted for o in (inc.item.outputs or {}).values()
-    }
-    insert_ignore(conn, REFS, [{"digest": d, "job_id": j} for d, j in refs])
+def deciding(conn: Connection, unit_ids: list[int]) -> list[Returned]:
+    """The stored results (returned or valid) of these units, in return order."""
+    if not unit_ids:
+        return []
+    return [Returned._make(r) for r in conn.execute(_DECIDING, {"ids": unit_ids}).all()]
 
 
-def _save_replicas(conn: Connection, rows: list[dict], now: float) -> None:
+def judge(conn: Connection, replica_ids: list[int], state: str) -> None:
+    if replica_ids:
+        conn.execute(_JUDGE, {"ids": replica_ids, "state": state})
+
+
+def save_replicas(conn: Connection, rows: list[dict], now: float) -> None:
+    """Each replica of a batch, written once: {b_id, state, outputs, error, elapsed_ms}."""
     _SAVE.run(conn, [row | {"now": now} for row in rows])
+
+
+def reference_outputs(conn: Connection, refs: set[tuple[str, int]]) -> None:
+    """Output blobs belong to their job too, so retiring the job frees them."""
+    insert_ignore(conn, REFS, [{"digest": d, "job_id": j} for d, j in refs])

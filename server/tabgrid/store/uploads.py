@@ -106,7 +106,7 @@ def _checksum(params: Mapping[str, Any], shapes: Shapes) -> int:
 
 
 def _wgsl(params: Mapping[str, Any], shapes: Shapes) -> int | None:
-    from tabgrid.kernels.wgsl_plan import plan_for
+    from tabgrid.kernels.wgsl.plan import plan_for
 
     plan, errors = plan_for(params.get("shader"), params.get("manifest"))
     if plan is None:

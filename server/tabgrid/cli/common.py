@@ -1,0 +1,104 @@
+"""What the commands and the demo share: defaults, the error a person can fix, talking to a
+coordinator, Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tabgrid.client.sdk import Client
+
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEMO_DATA = Path("tabgrid-demo")
+TOKEN_FILE = "demo-token"
+
+
+class CliError(Exception):
+    """A problem the person can fix; printed without a traceback."""
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("TABGRID_URL", DEFAULT_URL),
+        help="coordinator URL (default: $TABGRID_URL or %(default)s)",
+    )
+    parser.add_argument(
+        "--token", help=f"API token (default: $TABGRID_TOKEN, else DATA/{TOKEN_FILE})"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEMO_DATA,
+        help=f"where the demo keeps {TOKEN_FILE} (default: %(default)s)",
+    )
+
+
+def find_token(explicit: str | None, data_dir: Path, env: Mapping[str, str] = os.environ) -> str:
+    """--token, then $TABGRID_TOKEN, then the token the demo saved."""
+    if explicit:
+        return explicit
+    if env.get("TABGRID_TOKEN"):
+        return env["TABGRID_TOKEN"]
+    path = data_dir / TOKEN_FILE
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        token = ""
+    if token:
+        return token
+    raise CliError(
+        f"no API token: pass --token, set TABGRID_TOKEN, or run the demo, which saves one to "
+        f"{path} (none found there). An operator makes tokens with: tabgrid token create"
+    )
+
+
+def open_client(args: argparse.Namespace) -> Client:
+    from tabgrid.client.sdk import Client
+
+    return Client(args.url, find_token(args.token, args.data))
+
+
+def describe_error(exc: BaseException, url: str = "") -> str:
+    """A coordinator's problem document (title, detail, each error), or what went wrong."""
+    import httpx
+
+    if isinstance(exc, httpx.TransportError):
+        where = f" at {url}" if url else ""
+        return (
+            f"cannot reach the coordinator{where}: {exc or type(exc).__name__}. "
+            "Is it running? Start one with: tabgrid serve (or ./dev demo)"
+        )
+    title = getattr(exc, "title", None)
+    if title is None:
+        return str(exc) or type(exc).__name__
+    status = getattr(exc, "status", None)
+    lines = [f"{title} (HTTP {status})" if status else str(title)]
+    if getattr(exc, "detail", ""):
+        lines.append(f"  {exc.detail}")  # type: ignore[attr-defined]
+    lines.extend(f"  - {error}" for error in getattr(exc, "errors", None) or [])
+    return "\n".join(lines)
+
+
+def on_interrupt(stop: asyncio.Event, message: str) -> None:
+    """First Ctrl-C (or SIGTERM) asks to stop; a second one interrupts as usual."""
+    loop = asyncio.get_running_loop()
+
+    def first(signum: int) -> None:
+        print(f"\n{message}", file=sys.stderr, flush=True)
+        stop.set()
+        loop.remove_signal_handler(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Without loop signal handlers (Windows) Ctrl-C raises KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, first, signum)

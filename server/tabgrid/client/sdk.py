@@ -1,0 +1,427 @@
+"""The Python SDK: submit jobs, follow their progress, fetch results as numpy arrays.
+
+with Client("http://127.0.0.1:8000", token) as tg:
+    job = tg.submit("matmul", [{"inputs": {"a": a, "b": b}}])
+    tg.wait(job.id)
+    c = tg.results(job.id)[0]["c"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import httpx
+import msgspec
+import numpy as np
+
+from tabgrid.client.progress import TERMINAL_STATES, ProgressBar, ProgressMode, should_draw
+from tabgrid.protocol import (
+    BlobRef,
+    JobList,
+    JobStatus,
+    JobSubmit,
+    Output,
+    Policy,
+    Problem,
+    UnitInfo,
+    UnitPage,
+    UnitResultLine,
+    UnitSpec,
+    encoder,
+)
+
+DTYPES = ("float32", "int32", "uint32", "uint8", "float64", "int64")
+# Below this size one PUT costs less than asking first whether the server has the blob.
+HEAD_THRESHOLD = 64 * 1024
+MAX_KNOWN = 100_000
+MAX_SHOWN_ERRORS = 20
+POLL_INTERVAL_S = 1.0
+POLL_RETRIES = 30
+
+
+class TabgridError(Exception):
+    """An error answer from the coordinator, built from its problem document (RFC 9457)."""
+
+    def __init__(self, status: int, title: str, detail: str = "", errors: list[str] | None = None):
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = list(errors or [])
+        super().__init__(status, title, detail, self.errors)
+
+    def __str__(self) -> str:
+        text = f"{self.title} (HTTP {self.status})"
+        if self.detail:
+            text += f": {self.detail}"
+        shown = self.errors[:MAX_SHOWN_ERRORS]
+        text += "".join(f"\n  - {error}" for error in shown)
+        if len(self.errors) > len(shown):
+            text += f"\n  ... and {len(self.errors) - len(shown)} more"
+        return text
+
+
+def _problem(response: httpx.Response) -> TabgridError:
+    try:
+        problem = msgspec.json.decode(response.content, type=Problem)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        detail = response.text.strip()[:500] if response.content else ""
+        return TabgridError(response.status_code, response.reason_phrase or "HTTP error", detail)
+    return TabgridError(
+        problem.status or response.status_code, problem.title, problem.detail, problem.errors
+    )
+
+
+def encode_array(array: np.ndarray) -> tuple[np.ndarray, str]:
+    """The array as C-contiguous little-endian data, and its dtype name."""
+    array = np.asarray(array)
+    name = array.dtype.name
+    if name not in DTYPES:
+        raise TypeError(f"arrays must have one of the dtypes {', '.join(DTYPES)}; got {name}")
+    little = np.asarray(array, dtype=array.dtype.newbyteorder("<"), order="C")
+    return little, name
+
+
+def decode_array(data: bytes, dtype: str, shape: Iterable[int]) -> np.ndarray:
+    """A read-only array over little-endian bytes; raises ValueError when the size is wrong."""
+    shape = tuple(shape)
+    kind = np.dtype(dtype).newbyteorder("<")
+    expected = int(np.prod(shape, dtype=np.int64)) * kind.itemsize
+    if len(data) != expected:
+        raise ValueError(f"{dtype}{list(shape)} needs {expected} bytes, got {len(data)}")
+    return np.frombuffer(data, dtype=kind).reshape(shape)
+
+
+def iter_sse(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(event, data) pairs of a text/event-stream."""
+    event, data = "", []
+    for line in lines:
+        if not line:
+            if data:
+                yield event or "message", "\n".join(data)
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+
+
+class _Refs:
+    """Blob references for one submission: each array object is hashed and uploaded once."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.by_id: dict[int, tuple[np.ndarray, BlobRef]] = {}
+
+    def ref(self, value: Any, where: str) -> BlobRef:
+        if isinstance(value, BlobRef):
+            return value
+        if isinstance(value, np.ndarray):
+            known = self.by_id.get(id(value))
+            if known is None:
+                # Holding the array keeps its id from being reused during this submission.
+                known = (value, self.client.upload(value))
+                self.by_id[id(value)] = known
+            return known[1]
+        if isinstance(value, Mapping):
+            try:
+                return msgspec.convert(value, BlobRef)
+            except msgspec.ValidationError as e:
+                raise ValueError(f"{where}: not a blob reference: {e}") from e
+        raise TypeError(f"{where}: expected a numpy array or BlobRef, got {type(value).__name__}")
+
+    def inputs(self, inputs: Mapping[str, Any] | None, where: str) -> dict[str, BlobRef]:
+        return {name: self.ref(v, f"{where} input {name!r}") for name, v in (inputs or {}).items()}
+
+    def unit(self, unit: UnitSpec | Mapping[str, Any], index: int) -> UnitSpec:
+        if isinstance(unit, UnitSpec):
+            return unit
+        extra = set(unit) - {"params", "inputs"}
+        if extra:
+            raise ValueError(f"unit {index}: unknown keys {sorted(extra)}; use params and inputs")
+        params = dict(unit.get("params") or {})
+        return UnitSpec(params=params, inputs=self.inputs(unit.get("inputs"), f"unit {index}"))
+
+
+class Client:
+    """A synchronous client of one coordinator. Use it as a context manager or call close()."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        timeout: float = 30,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """``transport`` replaces the network (for tests or an in-process coordinator)."""
+        headers = {"user-agent": "tabgrid-client"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+        self._known: set[str] = set()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, "/api/v1" + path, **kwargs)
+        if response.status_code >= 400:
+            raise _problem(response)
+        return response
+
+    def _json(self, method: str, path: str, type_: type, body: Any = None, **kw: Any) -> Any:
+        if body is not None:
+            kw["content"] = encoder.encode(body)
+            kw["headers"] = {"content-type": "application/json"}
+        return msgspec.json.decode(self._request(method, path, **kw).content, type=type_)
+
+    # ---- blobs -------------------------------------------------------------------------
+
+    def upload(self, array: np.ndarray) -> BlobRef:
+        """Store an array as a blob (skipped when the coordinator already has it)."""
+        little, dtype = encode_array(array)
+        digest = hashlib.sha256(little.data).hexdigest()
+        if digest not in self._known:
+            if little.nbytes <= HEAD_THRESHOLD or not self._has_blob(digest):
+                headers = {"content-type": "application/octet-stream"}
+                self._request("PUT", f"/blobs/{digest}", content=little.tobytes(), headers=headers)
+            if len(self._known) >= MAX_KNOWN:
+                self._known.clear()
+            self._known.add(digest)
+        return BlobRef(digest=digest, dtype=dtype, shape=list(little.shape))  # type: ignore[arg-type]
+
+    def _has_blob(self, digest: str) -> bool:
+        response = self._http.head(f"/api/v1/blobs/{digest}")
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise _problem(response)
+        return True
+
+    def blob(self, digest: str) -> bytes:
+        """The bytes of a blob, checked against its digest."""
+        data = self._request("GET", f"/blobs/{digest}").content
+        _check_digest(data, digest)
+        return data
+
+    def array(self, ref: BlobRef | Output) -> np.ndarray:
+        """A blob reference or a unit output as a (read-only) numpy array."""
+        data = getattr(ref, "data", None)
+        if data is None:
+            data = self.blob(ref.digest)
+        else:
+            _check_digest(data, ref.digest)
+        return decode_array(data, ref.dtype, ref.shape)
+
+    # ---- jobs --------------------------------------------------------------------------
+
+    def submit(
+        self,
+        kernel: str,
+        units: Iterable[UnitSpec | Mapping[str, Any]],
+        *,
+        params: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        name: str = "",
+        idempotency_key: str | None = None,
+    ) -> JobStatus:
+        """Submit a job. numpy arrays among the inputs are uploaded first, each once."""
+        refs = _Refs(self)
+        body = JobSubmit(
+            kernel=kernel,
+            units=[refs.unit(unit, index) for index, unit in enumerate(units)],
+            params=dict(params or {}),
+            inputs=refs.inputs(inputs, "job"),
+            policy=_policy(policy),
+            name=name,
+            idempotency_key=idempotency_key,
+        )
+        return self._json("POST", "/jobs", JobStatus, body)
+
+    def job(self, job_id: int) -> JobStatus:
+        return self._json("GET", f"/jobs/{job_id}", JobStatus)
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[JobStatus]:
+        query: dict[str, Any] = {"limit": limit}
+        if state:
+            query["state"] = state
+        return self._json("GET", "/jobs", JobList, params=query).jobs
+
+    def units(self, job_id: int, state: str | None = None, page: int = 500) -> Iterator[UnitInfo]:
+        """Every unit of a job (optionally only those in one state), fetched page by page."""
+        query: dict[str, Any] = {"limit": page}
+        if state:
+            query["state"] = state
+        while True:
+            got: UnitPage = self._json("GET", f"/jobs/{job_id}/units", UnitPage, params=query)
+            yield from got.units
+            if got.next_after is None or not got.units:
+                return
+            query["after"] = got.next_after
+
+    def cancel(self, job_id: int) -> JobStatus:
+        return self._json("POST", f"/jobs/{job_id}/cancel", JobStatus)
+
+    def delete(self, job_id: int) -> None:
+        """Retire a job; the coordinator frees blobs nothing else references."""
+        self._request("DELETE", f"/jobs/{job_id}")
+        # Blobs this client uploaded may be gone now: check again before relying on them.
+        self._known.clear()
+
+    # ---- waiting -----------------------------------------------------------------------
+
+    def wait(
+        self, job_id: int, *, progress: ProgressMode = True, timeout: float | None = None
+    ) -> JobStatus:
+        """Block until the job is done, failed or cancelled; return its last status.
+
+        Follows the job's event stream, drawing a progress bar on stderr when ``progress`` and
+        stderr is a terminal (or ``progress="always"``). Falls back to polling when the stream
+        drops. Raises TimeoutError after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = ProgressBar(sys.stderr) if should_draw(progress, sys.stderr) else None
+        status: JobStatus | None = None
+        try:
+            status = self._follow(job_id, bar, deadline)
+            if status is None:
+                status = self._poll(job_id, bar, deadline)
+            return status
+        finally:
+            if bar is not None:
+                bar.close(status)
+
+    def _follow(
+        self, job_id: int, bar: ProgressBar | None, deadline: float | None
+    ) -> JobStatus | None:
+        """The final status from the event stream, or None when the stream ended early."""
+        read = self.timeout if deadline is None else max(min(self.timeout, _left(deadline)), 0.1)
+        timeout = httpx.Timeout(self.timeout, read=read)
+        path = f"/api/v1/jobs/{job_id}/events"
+        try:
+            with self._http.stream("GET", path, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _problem(response)
+                return self._events(job_id, response.iter_lines(), bar, deadline)
+        except httpx.ConnectError:
+            raise
+        except httpx.TransportError:
+            return None
+
+    def _events(
+        self,
+        job_id: int,
+        lines: Iterable[str],
+        bar: ProgressBar | None,
+        deadline: float | None,
+    ) -> JobStatus | None:
+        for event, data in iter_sse(lines):
+            status = _status_or_none(data)
+            if event == "end":
+                return status if status is not None else self.job(job_id)
+            if event == "progress" and status is not None:
+                if bar is not None:
+                    bar.update(status)
+                if status.state in TERMINAL_STATES:
+                    return status
+            if deadline is not None and _left(deadline) <= 0:
+                raise TimeoutError(f"job {job_id} did not finish in time")
+        return None
+
+    def _poll(self, job_id: int, bar: ProgressBar | None, deadline: float | None) -> JobStatus:
+        failures = 0
+        while True:
+            try:
+                status = self.job(job_id)
+                failures = 0
+            except httpx.TransportError:
+                failures += 1
+                if failures > POLL_RETRIES:
+                    raise
+            else:
+                if bar is not None:
+                    bar.update(status)
+                if status.state in TERMINAL_STATES:
+                    return status
+            if deadline is not None and _left(deadline) <= 0:
+                raise TimeoutError(f"job {job_id} did not finish in time")
+            pause = POLL_INTERVAL_S if deadline is None else min(POLL_INTERVAL_S, _left(deadline))
+            time.sleep(max(pause, 0.0))
+
+    # ---- results -----------------------------------------------------------------------
+
+    def iter_results(self, job_id: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """(unit index, outputs) for each validated unit, in index order, as they stream."""
+        after: int | None = None
+        for attempt in range(3):
+            query = {} if after is None else {"after": after}
+            try:
+                with self._http.stream(
+                    "GET", f"/api/v1/jobs/{job_id}/results", params=query
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise _problem(response)
+                    for line in response.iter_lines():
+                        if not line.strip():
+                            continue
+                        item = msgspec.json.decode(line, type=UnitResultLine)
+                        yield item.index, {n: self.array(o) for n, o in item.outputs.items()}
+                        after = item.index
+                return
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                # The stream broke: resume after the last unit received.
+                if attempt == 2:
+                    raise
+
+    def results(self, job_id: int) -> dict[int, dict[str, np.ndarray]]:
+        """Every validated unit's outputs: ``{unit index: {output name: array}}``."""
+        return dict(self.iter_results(job_id))
+
+
+def _policy(policy: Policy | Mapping[str, Any] | None) -> Policy:
+    if policy is None:
+        return Policy()
+    if isinstance(policy, Policy):
+        return policy
+    return msgspec.convert(dict(policy), Policy)
+
+
+def _status_or_none(data: str) -> JobStatus | None:
+    try:
+        return msgspec.json.decode(data, type=JobStatus)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _check_digest(data: bytes, digest: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise TabgridError(502, "Blob digest mismatch", f"expected {digest}, got {actual}")
+
+
+def _left(deadline: float) -> float:
+    return deadline - time.monotonic()

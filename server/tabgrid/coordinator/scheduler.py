@@ -1,0 +1,399 @@
+"""Replicas, leases, deadlines and flow control: the loop between the gateway and the store.
+
+One loop ticks whenever there is something to do. Each tick runs ONE transaction that records
+every result that came in since the last tick and claims units for every worker with free
+slots, so the database commits once per tick, not once per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from sqlalchemy import Connection, func, select, text
+
+from tabgrid.blobs import BlobStore, digest_of
+from tabgrid.coordinator.telemetry import Telemetry
+from tabgrid.coordinator.validator import Incoming, Outcome, Validator
+from tabgrid.protocol import (
+    BANNED,
+    Cancel,
+    CoordinatorMessage,
+    Error,
+    Idle,
+    JobSpec,
+    Lease,
+    LeaseItem,
+    ResultItem,
+)
+from tabgrid.settings import Settings
+from tabgrid.store import Store, bans
+from tabgrid.store import leases as leases_q
+from tabgrid.store import workers as workers_q
+from tabgrid.store.notify import announce
+from tabgrid.store.tables import Job, Unit
+
+log = logging.getLogger("tabgrid.coordinator.scheduler")
+
+MAX_TICK_TRIES = 3  # a tick the database refused is tried again this often
+TICK_RETRY_S = 0.5
+PRUNE_EVERY_S = 60.0
+
+
+class Peer(Protocol):
+    """What the scheduler (and the console) need of a worker connection."""
+
+    worker_id: str
+    addr: str
+    connected_at: float
+    credit: int
+    leases: set[int]
+    jobs_sent: set[str]  # JobSpec keys
+    idle_reason: str | None
+    draining: bool
+
+    def post(self, msg: CoordinatorMessage) -> None: ...
+
+    def close(self, reason: str, code: str = "") -> None: ...
+
+
+@dataclass
+class _TickResult:
+    outcome: Outcome
+    claims: dict[str, list[leases_q.Claimed]] = field(default_factory=dict)
+    idle: dict[str, str] = field(default_factory=dict)
+    # Workers an operator banned or drained, perhaps through another coordinator.
+    stopped: dict[str, str] = field(default_factory=dict)
+
+
+class Scheduler:
+    def __init__(
+        self, store: Store, blobs: BlobStore, settings: Settings, telemetry: Telemetry
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.settings = settings
+        self.telemetry = telemetry
+        self.peers: dict[str, Peer] = {}
+        self._results: list[Incoming] = []
+        self._hungry: set[str] = set()  # workers with credit to fill this tick
+        self._starving: set[str] = set()  # workers the last claim could not fill
+        self._wake = asyncio.Event()
+        self._next_prune = 0.0
+        self.validator = Validator(blobs)
+
+    # ---- called by the gateway and the API -----------------------------------------------
+
+    async def start(self) -> None:
+        if not self.store.is_postgres:
+            # A lone coordinator that starts has no worker connected yet.
+            grace = time.time() + self.settings.restart_grace_s
+            n = await self.store.run(leases_q.shorten_deadlines, grace)
+            if n:
+                log.info(
+                    "%d leases from the previous run wait %.0f s for their workers",
+                    n,
+                    self.settings.restart_grace_s,
+                )
+
+    def attach(self, peer: Peer) -> None:
+        old = self.peers.get(peer.worker_id)
+        self.peers[peer.worker_id] = peer
+        if old is not None and old is not peer:
+            old.post(Error(code="replaced", message="this worker connected again elsewhere"))
+        if peer.draining:
+            self.set_draining(peer.worker_id, True)  # tells it why it gets nothing
+
+    async def detach(self, peer: Peer) -> None:
+        """A disconnect releases the worker's leases at once."""
+        if self.peers.get(peer.worker_id) is peer:
+            del self.peers[peer.worker_id]
+            self._hungry.discard(peer.worker_id)
+            self._starving.discard(peer.worker_id)
+            n = await self.store.run(leases_q.release_worker, peer.worker_id, time.time())
+            if n:
+                self.poke()
+
+    def ready(self, peer: Peer, n: int) -> None:
+        room = self.settings.limits.max_leases - len(peer.leases)
+        peer.credit = max(0, min(peer.credit + n, room))
+        if peer.credit and not peer.draining:
+            self._hungry.add(peer.worker_id)
+            self._starving.discard(peer.worker_id)
+            self._wake.set()
+
+    def hold(self, peer: Peer) -> None:
+        """The worker wants nothing more for now: its unused credit is dropped."""
+        peer.credit = 0
+        self._hungry.discard(peer.worker_id)
+        self._starving.discard(peer.worker_id)
+
+    def results(self, peer: Peer, items: list[ResultItem]) -> None:
+        for item in items:
+            peer.leases.discard(item.lease)
+            self._results.append(Incoming(peer.worker_id, item))
+        self._wake.set()
+
+    def poke(self) -> None:
+        """New work may exist (a job, a released lease): idle workers try again."""
+        self._hungry |= self._starving
+        self._starving.clear()
+        self._wake.set()
+
+    async def cancelled(self, pairs: list[tuple[int, str]], reason: str) -> None:
+        by_worker: dict[str, list[int]] = {}
+        for lease, worker in pairs:
+            by_worker.setdefault(worker, []).append(lease)
+        for worker, ids in by_worker.items():
+            peer = self.peers.get(worker)
+            if peer is not None:
+                peer.leases.difference_update(ids)
+                peer.post(Cancel(leases=ids, reason=reason))
+
+    def banned(self, worker_id: str, reason: str) -> None:
+        """The store has banned the worker: its connection goes now."""
+        peer = self.peers.get(worker_id)
+        if peer is not None:
+            peer.close(f"banned by the operator: {reason}", BANNED)
+        self.poke()  # its released leases and discarded results want replicas
+
+    def set_draining(self, worker_id: str, draining: bool) -> None:
+        peer = self.peers.get(worker_id)
+        if peer is None:
+            return
+        peer.draining = draining
+        if draining:
+            reason = "drained by the operator: finishing the units it holds, taking no more"
+            peer.idle_reason = reason
+            peer.post(Idle(reason=reason))
+        elif peer.credit:
+            self._hungry.add(worker_id)
+            self._wake.set()
+
+    def forget_job(self, job_id: int) -> None:
+        self.validator.forget_job(job_id)
+
+    # ---- side tasks -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self.settings.batch_window_s)  # let a burst gather into one tick
+            try:
+                await self._tick()
+            except Exception:
+                # Nothing of the failed tick was committed (the database itself failed: each
+                # worker's results are isolated inside the tick); _tick queued it again.
+                log.exception("a scheduler tick failed; trying its work again")
+                await asyncio.sleep(TICK_RETRY_S)
+
+    async def sweep(self) -> None:
+        """Expires leases past their deadline; retries idle workers (work may come from another
+        coordinator sharing the database)."""
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            n = await self.store.run(leases_q.expire, time.time())
+            if n:
+                log.info("%d leases passed their deadline and were released", n)
+            await self._undrained()
+            await self._forget_unused_workers()
+            self.poke()
+
+    async def _forget_unused_workers(self) -> None:
+        now = time.time()
+        if now < self._next_prune:
+            return
+        ttl = self.settings.unused_worker_ttl_s
+        self._next_prune = now + min(PRUNE_EVERY_S, ttl)
+        n = await self.store.run(workers_q.prune_unused, now - ttl, sorted(self.peers))
+        if n:
+            log.info("forgot %d worker records that never held a lease", n)
+
+    async def _undrained(self) -> None:
+        """Drained workers an operator let go again, perhaps through another coordinator."""
+        draining = [wid for wid, p in self.peers.items() if p.draining]
+        if draining:
+            still = await self.store.run(bans.stopped, draining)
+            for wid in draining:
+                if wid not in still:
+                    self.set_draining(wid, False)
+
+    # ---- one tick -------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        batch, self._results = self._results, []
+        wanted = {
+            wid: (p.addr, p.credit)
+            for wid in self._hungry
+            if (p := self.peers.get(wid)) is not None and p.credit > 0 and not p.draining
+        }
+        self._hungry.clear()
+        if not batch and not wanted:
+            return
+        try:
+            res = await self.store.run(self._work, batch, wanted, time.time())
+        except Exception:
+            # Nobody's work is forgotten: the workers still want units, and the results are
+            # tried again a few times before their leases are left to the deadline.
+            self._hungry.update(w for w in wanted if w in self.peers)
+            again = [replace(inc, tries=inc.tries + 1) for inc in batch]
+            self._results[:0] = [inc for inc in again if inc.tries <= MAX_TICK_TRIES]
+            self._wake.set()
+            raise
+        self._deliver(res, wanted)
+
+    def _work(
+        self,
+        conn: Connection,
+        batch: list[Incoming],
+        wanted: dict[str, tuple[str, int]],
+        now: float,
+    ) -> _TickResult:
+        # One look at the operator's bans and drains for every worker this tick touches.
+        involved = set(wanted) | {inc.worker for inc in batch}
+        stopped = bans.stopped(conn, sorted(involved)) if involved else {}
+        banned = frozenset(w for w, why in stopped.items() if why == "banned")
+        outcome = self._record(conn, self._check_inline(batch), now, banned)
+        if outcome.new_work:
+            announce(conn)  # a disagreement asked for a replica another coordinator may serve
+        res = _TickResult(outcome)
+        distinct = self.settings.distinct_addresses
+        reason: str | None = None  # the same for every idle worker: counted once a tick
+        res.stopped = {w: why for w, why in stopped.items() if w in wanted}
+        for wid, (addr, n) in wanted.items():
+            if wid in res.stopped:
+                continue
+            got = leases_q.claim(conn, wid, addr, n, distinct, now)
+            res.claims[wid] = got
+            if not got:
+                reason = reason or idle_reason(conn, distinct)
+                res.idle[wid] = reason
+        for claimed in res.claims.values():
+            for c in claimed:
+                self.validator.context(conn, c.job)
+        return res
+
+    def _record(
+        self, conn: Connection, batch: list[Incoming], now: float, banned: frozenset[str]
+    ) -> Outcome:
+        """Records the batch; when that fails, each worker's results alone, so that a result
+        no check foresaw costs only its sender: the others' results and credit stand."""
+        if not batch:
+            return Outcome()
+        try:
+            with conn.begin_nested():
+                return self.validator.record(conn, batch, now, banned)
+        except Exception:  # noqa: BLE001 - isolated below, worker by worker
+            log.warning("a batch of %d results failed; recording them worker by worker", len(batch))
+        outcome = Outcome()
+        by_worker: dict[str, list[Incoming]] = {}
+        for inc in batch:
+            by_worker.setdefault(inc.worker, []).append(inc)
+        for worker, items in by_worker.items():
+            try:
+                with conn.begin_nested():
+                    outcome.merge(self.validator.record(conn, items, now, banned))
+            except Exception as e:  # noqa: BLE001 - the sender's results are refused
+                log.warning("results of worker %s could not be recorded: %r", worker[:8], e)
+                why = f"results that could not be recorded ({type(e).__name__})"
+                outcome.hostile[worker] = why
+                outcome.rejected.append((worker, f"{why}: they do not count"))
+        return outcome
+
+    def _deliver(self, res: _TickResult, wanted: dict[str, tuple[str, int]]) -> None:
+        self.telemetry.outcome(res.outcome)
+        for wid, why in res.stopped.items():
+            if why == "banned":
+                self.banned(wid, "see the operator's audit log")
+            else:
+                self.set_draining(wid, True)
+        for wid, msg in res.outcome.rejected:
+            if (p := self.peers.get(wid)) is not None:
+                p.post(Error(code="bad_result", message=msg))
+        for wid, stats in res.outcome.stats.items():
+            if (p := self.peers.get(wid)) is not None:
+                p.post(stats)
+        for wid, why in res.outcome.hostile.items():
+            if (p := self.peers.get(wid)) is not None:
+                p.close(why)
+        for wid, claimed in res.claims.items():
+            peer = self.peers.get(wid)
+            if peer is None:
+                continue  # gone meanwhile: its detach released these leases
+            if claimed:
+                self._send_leases(peer, claimed)
+            if peer.credit > 0:
+                self._starving.add(wid)
+            if wid in res.idle and not peer.leases and peer.idle_reason != res.idle[wid]:
+                peer.idle_reason = res.idle[wid]
+                peer.post(Idle(reason=res.idle[wid]))
+        if res.outcome.new_work:
+            self.poke()
+        elif self._results or self._hungry:
+            self._wake.set()
+
+    def _send_leases(self, peer: Peer, claimed: list[leases_q.Claimed]) -> None:
+        for job in {c.job for c in claimed}:
+            ctx = self.validator.known(job)
+            if ctx.key not in peer.jobs_sent:
+                peer.post(JobSpec(job, ctx.kernel.NAME, ctx.params, ctx.inputs, ctx.key))
+                peer.jobs_sent.add(ctx.key)
+        items = [
+            LeaseItem(
+                lease=c.lease,
+                job=c.job,
+                unit=c.unit,
+                index=c.index,
+                params=c.params,
+                inputs=c.inputs,
+                deadline=c.deadline,
+                spec=self.validator.known(c.job).key,
+            )
+            for c in claimed
+        ]
+        peer.leases.update(c.lease for c in claimed)
+        # max: a hold may have zeroed the credit while this claim ran.
+        peer.credit = max(0, peer.credit - len(claimed))
+        peer.idle_reason = None
+        peer.post(Lease(leases=items))
+
+    # ---- helpers for the validator (run on the DB thread) ---------------------------------
+
+    def _check_inline(self, batch: list[Incoming]) -> list[Incoming]:
+        """An inline output whose bytes do not hash to its digest turns its result into an
+        error. The validator stores the bytes it keeps."""
+        out = []
+        for inc in batch:
+            item = inc.item
+            liars = [
+                name
+                for name, o in (item.outputs or {}).items()
+                if o.data is not None and digest_of(o.data) != o.digest
+            ]
+            if liars:
+                error = f"inline output {liars[0]!r} does not hash to its digest"
+                item = ResultItem(lease=item.lease, error=error, elapsed_ms=item.elapsed_ms)
+                inc = Incoming(inc.worker, item)
+            out.append(inc)
+        return out
+
+
+def idle_reason(conn: Connection, distinct: bool) -> str:
+    """Why a worker with free slots got nothing, in words for the person running it."""
+    J, U = Job.__table__, Unit.__table__  # type: ignore[attr-defined]
+    waiting = conn.execute(
+        select(func.count())
+        .select_from(U.join(J, U.c.job_id == J.c.id))
+        .where(J.c.state == "running", text("units.want > 0"))  # literal: the partial index
+    ).scalar_one()
+    if not waiting:
+        return "no work is queued right now; units will come as soon as a job is submitted"
+    who = "a different worker" + (" at a different address" if distinct else "")
+    return (
+        f"{waiting} unit(s) wait for a result from {who}: results are accepted only when "
+        "independent workers agree, and this worker already computed them"
+    )

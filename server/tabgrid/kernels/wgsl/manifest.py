@@ -1,0 +1,183 @@
+"""The structure of a submitter's manifest: its keys, bindings, types and expressions.
+
+These checks need neither the shader nor a unit's params; ``wgsl_plan`` then compares the
+bindings with the shader.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tabgrid.kernels.wgsl.expr import Expr, ExprError, as_count, parse
+from tabgrid.runtime.gpu import MAX_STORAGE_BUFFERS_PER_STAGE, MAX_WORKGROUPS_PER_DIMENSION
+
+DTYPES = {"f32": "float32", "i32": "int32", "u32": "uint32"}
+TOP_KEYS = ("entry", "bindings", "workgroups")
+KINDS = {
+    "input": frozenset({"binding", "input"}),
+    "output": frozenset({"binding", "output", "type", "length"}),
+    "uniform": frozenset({"binding", "uniform"}),
+}
+MAX_BINDING = 999
+_IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True, slots=True)
+class InputBinding:
+    binding: int
+    name: str
+    scalar: str | None  # the shader's array element type, when it could be read
+
+
+@dataclass(frozen=True, slots=True)
+class OutputBinding:
+    binding: int
+    name: str
+    scalar: str
+    length: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class UniformBinding:
+    binding: int
+    fields: tuple[tuple[str, str], ...]  # (param name, scalar type), in memory order
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _where(index: int, spec: Any) -> str:
+    if isinstance(spec, dict) and _is_int(spec.get("binding")):
+        return f"binding {spec['binding']}"
+    return f"bindings[{index}]"
+
+
+def _expression(text: Any, what: str, errors: list[str]) -> Expr | None:
+    try:
+        return as_count(parse(text))
+    except ExprError as e:
+        errors.append(f"{what}: {e}")
+        return None
+
+
+def check_name(value: Any, what: str, errors: list[str]) -> str | None:
+    if isinstance(value, str) and _IDENTIFIER.match(value):
+        return value
+    errors.append(f"{what}: {value!r} is not a name (letters, digits, underscore)")
+    return None
+
+
+def check_keys(spec: dict, allowed: frozenset[str], where: str, errors: list[str]) -> None:
+    missing = sorted(allowed - spec.keys())
+    extra = sorted(spec.keys() - allowed)
+    if missing:
+        errors.append(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
+    if extra:
+        errors.append(f"{where}: unknown key(s) {', '.join(map(repr, extra))}")
+
+
+def _uniform_fields(value: Any, where: str, errors: list[str]) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list) or not value:
+        errors.append(f"{where}: 'uniform' must be a non-empty list of {{name, type}}")
+        return ()
+    fields: list[tuple[str, str]] = []
+    for i, item in enumerate(value):
+        what = f"{where} uniform[{i}]"
+        if not isinstance(item, dict):
+            errors.append(f"{what}: must be an object with 'name' and 'type'")
+            continue
+        check_keys(item, frozenset({"name", "type"}), what, errors)
+        name = check_name(item.get("name"), f"{what} name", errors)
+        scalar = item.get("type")
+        if scalar not in DTYPES:
+            errors.append(f"{what}: unknown type {scalar!r}; use one of {', '.join(DTYPES)}")
+        elif name is not None:
+            if any(name == seen for seen, _ in fields):
+                errors.append(f"{what}: field {name!r} appears twice")
+            fields.append((name, scalar))
+    return tuple(fields)
+
+
+Binding = InputBinding | OutputBinding | UniformBinding
+
+
+def _binding(index: int, spec: Any, errors: list[str]) -> Binding | None:
+    """One manifest binding, not yet compared with the shader; None when it is unusable."""
+    where = _where(index, spec)
+    if not isinstance(spec, dict):
+        errors.append(f"{where}: must be an object, not {type(spec).__name__}")
+        return None
+    kinds = [kind for kind in KINDS if kind in spec]
+    if len(kinds) != 1:
+        shown = " and ".join(repr(k) for k in kinds) if kinds else "none"
+        errors.append(f"{where}: needs exactly one of 'input', 'output', 'uniform' (has {shown})")
+        return None
+    kind = kinds[0]
+    check_keys(spec, KINDS[kind], where, errors)
+    number = spec.get("binding")
+    if not _is_int(number) or not 0 <= number <= MAX_BINDING:
+        errors.append(f"{where}: 'binding' must be an integer from 0 to {MAX_BINDING}")
+        return None
+    if kind == "input":
+        name = check_name(spec.get("input"), f"{where} input", errors)
+        return None if name is None else InputBinding(number, name, None)
+    if kind == "uniform":
+        return UniformBinding(number, _uniform_fields(spec.get("uniform"), where, errors))
+    name = check_name(spec.get("output"), f"{where} output", errors)
+    scalar = spec.get("type")
+    if scalar not in DTYPES:
+        errors.append(f"{where}: unknown element type {scalar!r}; use one of {', '.join(DTYPES)}")
+    length = _expression(spec.get("length"), f"{where} length", errors)
+    if name is None or scalar not in DTYPES or length is None:
+        return None
+    return OutputBinding(number, name, scalar, length)
+
+
+def parse_bindings(value: Any, errors: list[str]) -> list[Binding]:
+    if not isinstance(value, list) or not value:
+        errors.append("manifest 'bindings' must be a non-empty list")
+        return []
+    found: list[Binding] = []
+    numbers: set[int] = set()
+    for index, spec in enumerate(value):
+        b = _binding(index, spec, errors)
+        if b is None:
+            continue
+        if b.binding in numbers:
+            errors.append(f"binding {b.binding} appears more than once in the manifest")
+            continue
+        numbers.add(b.binding)
+        found.append(b)
+    outputs = [b.name for b in found if isinstance(b, OutputBinding)]
+    inputs = {b.name for b in found if isinstance(b, InputBinding)}
+    for name in sorted({n for n in outputs if outputs.count(n) > 1 or n in inputs}):
+        errors.append(f"output {name!r} is bound twice or is also an input")
+    storage = sum(not isinstance(b, UniformBinding) for b in found)
+    if storage > MAX_STORAGE_BUFFERS_PER_STAGE:
+        errors.append(
+            f"{storage} storage bindings; WebGPU guarantees only {MAX_STORAGE_BUFFERS_PER_STAGE}"
+        )
+    return found
+
+
+def parse_workgroups(value: Any, errors: list[str]) -> tuple[Expr, Expr, Expr] | None:
+    if not isinstance(value, list) or len(value) != 3:
+        errors.append("manifest 'workgroups' must be a list of 3 counts (numbers or expressions)")
+        return None
+    exprs = [_expression(v, f"workgroups[{i}]", errors) for i, v in enumerate(value)]
+    for i, expr in enumerate(exprs):
+        if (
+            expr is not None
+            and expr.count is not None
+            and expr.count > MAX_WORKGROUPS_PER_DIMENSION
+        ):
+            errors.append(
+                f"workgroups[{i}]: {expr.count} is more than {MAX_WORKGROUPS_PER_DIMENSION}"
+            )
+    x, y, z = exprs
+    if x is None or y is None or z is None:
+        return None
+    return (x, y, z)

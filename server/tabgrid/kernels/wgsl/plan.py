@@ -1,0 +1,289 @@
+"""A manifest checked against its shader, compiled once per job, checked cheaply per unit."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from math import prod
+from typing import Any
+
+from tabgrid.kernels.params import Described
+from tabgrid.kernels.wgsl import source as wgsl_source
+from tabgrid.kernels.wgsl.expr import Expr, ExprError, evaluate_count
+from tabgrid.kernels.wgsl.manifest import (
+    DTYPES,
+    TOP_KEYS,
+    Binding,
+    InputBinding,
+    OutputBinding,
+    UniformBinding,
+    check_keys,
+    check_name,
+    parse_bindings,
+    parse_workgroups,
+)
+from tabgrid.runtime.array import ITEMSIZE
+from tabgrid.runtime.gpu import MAX_STORAGE_BUFFER_BINDING_SIZE, MAX_WORKGROUPS_PER_DIMENSION
+
+_CACHE_SHADERS = 32
+_CACHE_MANIFESTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    entry: str
+    inputs: tuple[InputBinding, ...]
+    outputs: tuple[OutputBinding, ...]
+    uniforms: tuple[UniformBinding, ...]
+    workgroups: tuple[Expr, Expr, Expr]
+    input_names: frozenset[str]
+    # (param name, lowest, highest, may be a float) for every uniform field
+    scalars: tuple[tuple[str, float, float, bool], ...]
+
+    def check_inputs(self, inputs: Described) -> list[str]:
+        """Errors for the inputs present: unbound names, dtypes that differ from the shader."""
+        errors = [
+            f"input {name!r} is not bound by any manifest binding"
+            for name in inputs
+            if name not in self.input_names
+        ]
+        for b in self.inputs:
+            described = inputs.get(b.name)
+            if described is not None and b.scalar is not None and DTYPES[b.scalar] != described[0]:
+                errors.append(
+                    f"input {b.name!r} is {described[0]} but binding {b.binding} in the shader "
+                    f"is array<{b.scalar}> (needs {DTYPES[b.scalar]})"
+                )
+        return errors
+
+    def check_unit(self, params: Mapping[str, Any], inputs: Described) -> list[str]:
+        """Errors for one unit: missing or mistyped inputs, sizes, workgroups, uniforms."""
+        errors = self.check_inputs(inputs)
+        for b in self.inputs:
+            described = inputs.get(b.name)
+            if described is None:
+                errors.append(f"input {b.name!r} (binding {b.binding}) is missing")
+            else:
+                _check_size(b.name, described, errors)
+        for length in self.output_lengths(params, errors).values():
+            if length * 4 > MAX_STORAGE_BUFFER_BINDING_SIZE:
+                errors.append(f"an output of {length} elements is over {_MAX_BYTES}")
+        for count in self.workgroup_counts(params, errors):
+            if count > MAX_WORKGROUPS_PER_DIMENSION:
+                errors.append(f"workgroups: {count} is more than {MAX_WORKGROUPS_PER_DIMENSION}")
+        for name, lo, hi, real in self.scalars:
+            value = params.get(name)
+            kind = type(value)
+            if not ((kind is int or (real and kind is float)) and lo <= value <= hi):
+                errors.append(_uniform_problem(name, value, real))
+        return errors
+
+    def output_lengths(self, params: Mapping[str, Any], errors: list[str]) -> dict[str, int]:
+        lengths = {}
+        for out in self.outputs:
+            try:
+                lengths[out.name] = evaluate_count(out.length, params)
+            except ExprError as e:
+                errors.append(f"output {out.name!r} length: {e}")
+        return lengths
+
+    def workgroup_counts(self, params: Mapping[str, Any], errors: list[str]) -> list[int]:
+        counts = []
+        for expr in self.workgroups:
+            try:
+                counts.append(evaluate_count(expr, params))
+            except ExprError as e:
+                errors.append(f"workgroups: {e}")
+        return counts
+
+
+_MAX_BYTES = f"{MAX_STORAGE_BUFFER_BINDING_SIZE} bytes"
+_RANGES = {
+    "f32": (-3.4028234663852886e38, 3.4028234663852886e38, True),
+    "i32": (-(2**31), 2**31 - 1, False),
+    "u32": (0, 2**32 - 1, False),
+}
+
+
+def _check_size(name: str, described: tuple[str, tuple[int, ...]], errors: list[str]) -> None:
+    dtype, shape = described
+    count = prod(shape)
+    if count == 0:
+        errors.append(f"input {name!r} is empty")
+    elif count * ITEMSIZE.get(dtype, 8) > MAX_STORAGE_BUFFER_BINDING_SIZE:
+        errors.append(f"input {name!r} is over {_MAX_BYTES}")
+
+
+def _uniform_problem(name: str, value: Any, real: bool) -> str:
+    if value is None:
+        return f"uniform field {name!r} needs a param {name!r}"
+    return f"param {name!r} = {value!r} is not {'a finite f32' if real else 'an integer in range'}"
+
+
+# ---- comparing the manifest with the shader -----------------------------------------------
+
+
+def _fields(fields: Iterable[tuple[str, str]]) -> str:
+    return "{" + ", ".join(f"{n}: {t}" for n, t in fields) + "}"
+
+
+def _uniform_type(
+    b: UniformBinding, var: wgsl_source.ShaderVar, info: wgsl_source.ShaderInfo
+) -> str | None:
+    """Why the shader's uniform type differs from the manifest's fields, or None."""
+    if var.type in wgsl_source.SCALARS:
+        if [t for _, t in b.fields] == [var.type]:
+            return None
+        return f"shader type is {var.type}, manifest lists {_fields(b.fields)}"
+    if var.type not in info.structs:
+        return f"shader type {var.type} is not a struct of f32, i32 and u32 fields"
+    declared = info.structs[var.type]
+    if declared is None:
+        return f"shader struct {var.type} has field attributes the manifest cannot describe"
+    if declared != list(b.fields):
+        return (
+            f"shader struct {var.type} is {_fields(declared)}, manifest lists {_fields(b.fields)}"
+        )
+    return None
+
+
+def _against_var(
+    b: Binding, var: wgsl_source.ShaderVar, info: wgsl_source.ShaderInfo
+) -> tuple[Binding, str | None]:
+    declared = f"var<{var.space}{', ' + var.access if var.access else ''}> {var.name}"
+    if isinstance(b, UniformBinding):
+        if var.space != "uniform":
+            return (
+                b,
+                f"binding {b.binding} (uniform): shader declares {declared}, needs var<uniform>",
+            )
+        problem = _uniform_type(b, var, info)
+        return b, None if problem is None else f"binding {b.binding} (uniform): {problem}"
+    kind, access = ("input", "read") if isinstance(b, InputBinding) else ("output", "read_write")
+    where = f"binding {b.binding} ({kind} {b.name!r})"
+    if var.space != "storage" or var.access != access:
+        return b, f"{where}: shader declares {declared}, an {kind} needs var<storage, {access}>"
+    scalar = wgsl_source.element_scalar(var.type)
+    if scalar is None:
+        return b, f"{where}: shader type {var.type} is not an array of f32, i32 or u32"
+    if isinstance(b, OutputBinding) and scalar != b.scalar:
+        return b, f"{where}: manifest type {b.scalar} but the shader's {var.type} holds {scalar}"
+    return (replace(b, scalar=scalar) if isinstance(b, InputBinding) else b), None
+
+
+def _against_shader(
+    entry: str | None, bindings: list[Binding], shader: str, errors: list[str]
+) -> list[Binding]:
+    info = wgsl_source.scan(shader)
+    errors.extend(info.errors)
+    if entry is not None and entry not in info.entries:
+        found = ", ".join(info.entries) or "none"
+        errors.append(f"entry point {entry!r} is not a @compute fn in the shader (found: {found})")
+    declared: dict[int, wgsl_source.ShaderVar] = {}
+    for var in info.bindings:
+        if var.group != 0:
+            errors.append(f"shader var {var.name!r} is in @group({var.group}); only 0 is bound")
+        else:
+            declared.setdefault(var.binding, var)
+    numbers = {b.binding for b in bindings}
+    for number, var in sorted(declared.items()):
+        if number not in numbers:
+            errors.append(
+                f"shader declares @group(0) @binding({number}) (var {var.name!r}) "
+                f"but the manifest has no binding {number}"
+            )
+    checked = []
+    for b in bindings:
+        var = declared.get(b.binding)
+        if var is None:
+            errors.append(
+                f"manifest binding {b.binding} has no @group(0) @binding({b.binding}) in the shader"
+            )
+            continue
+        b, problem = _against_var(b, var, info)
+        if problem is not None:
+            errors.append(problem)
+        checked.append(b)
+    return checked
+
+
+def build_plan(shader: Any, manifest: Any) -> tuple[Plan | None, list[str]]:
+    """The plan for a job's shader and manifest, or None and every problem found."""
+    errors: list[str] = []
+    shader_ok = isinstance(shader, str) and bool(shader.strip())
+    if not shader_ok:
+        errors.append("param 'shader' must be the WGSL source text")
+    if not isinstance(manifest, dict):
+        return None, [*errors, "param 'manifest' must be an object (entry, bindings, workgroups)"]
+    check_keys(manifest, frozenset(TOP_KEYS), "manifest", errors)
+    entry = (
+        check_name(manifest["entry"], "manifest 'entry'", errors) if "entry" in manifest else None
+    )
+    bindings = parse_bindings(manifest["bindings"], errors) if "bindings" in manifest else []
+    workgroups = None
+    if "workgroups" in manifest:
+        workgroups = parse_workgroups(manifest["workgroups"], errors)
+    if shader_ok:
+        bindings = _against_shader(entry, bindings, shader, errors)
+    if errors or entry is None or workgroups is None:
+        return None, errors
+    by_kind = {
+        kind: tuple(b for b in bindings if isinstance(b, kind))
+        for kind in (InputBinding, OutputBinding, UniformBinding)
+    }
+    return Plan(
+        entry=entry,
+        inputs=by_kind[InputBinding],
+        outputs=by_kind[OutputBinding],
+        uniforms=by_kind[UniformBinding],
+        workgroups=workgroups,
+        input_names=frozenset(b.name for b in by_kind[InputBinding]),
+        scalars=tuple(
+            (name, *_RANGES[scalar]) for u in by_kind[UniformBinding] for name, scalar in u.fields
+        ),
+    ), []
+
+
+@dataclass(slots=True)
+class _Cached:
+    manifest: Any  # the object last seen, for an identity check
+    snapshot: Any  # a private copy, to notice edits made to that object since
+    key: str  # canonical JSON, which tells 1, 1.0 and true apart where == does not
+    plan: Plan | None
+    errors: list[str]
+
+
+_cache: OrderedDict[str, list[_Cached]] = OrderedDict()
+
+
+def plan_for(shader: Any, manifest: Any) -> tuple[Plan | None, list[str]]:
+    """``build_plan``, remembered per shader text and manifest.
+
+    Every unit of a job carries the same shader and manifest objects, so after the first
+    unit this is a dict lookup, an identity check and one comparison of the small manifest.
+    """
+    if type(shader) is not str:
+        return build_plan(shader, manifest)
+    seen = _cache.get(shader)
+    if seen is None:
+        seen = _cache[shader] = []
+        if len(_cache) > _CACHE_SHADERS:
+            _cache.popitem(last=False)
+    for hit in seen:
+        if hit.manifest is manifest and hit.snapshot == manifest:
+            return hit.plan, list(hit.errors)
+    try:
+        key = json.dumps(manifest, sort_keys=True)
+    except (TypeError, ValueError):
+        return build_plan(shader, manifest)
+    for hit in seen:
+        if hit.key == key:
+            hit.manifest = manifest
+            return hit.plan, list(hit.errors)
+    plan, errors = build_plan(shader, manifest)
+    seen.append(_Cached(manifest, copy.deepcopy(manifest), key, plan, errors))
+    del seen[:-_CACHE_MANIFESTS]
+    return plan, list(errors)
