@@ -135,7 +135,7 @@ def test_unknown_blob_is_a_404_problem(api: Api) -> None:
     doc = problem(api.client.get(f"/api/v1/blobs/{digest}", headers=operator), 404)
     assert digest in doc.detail
     assert api.client.head(f"/api/v1/blobs/{digest}", headers=operator).status_code == 404
-    doc = problem(api.client.get("/api/v1/blobs/not-a-digest"), 400)
+    doc = problem(api.client.get("/api/v1/blobs/not-a-digest", headers=operator), 400)
     assert "sha256" in doc.detail
 
 

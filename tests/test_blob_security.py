@@ -102,8 +102,9 @@ def app(make_app: MakeApp) -> App:
 
 
 @pytest.fixture
-def make_on_both(make_app: MakeApp, db_url: str) -> MakeApp:
-    """make_app on SQLite and on PostgreSQL (tests/conftest.py: db_url)."""
+def make_on_both(db_url: str, make_app: MakeApp) -> MakeApp:
+    """make_app on SQLite and on PostgreSQL (tests/conftest.py: db_url). The database comes
+    first so that it goes last: dropped under a running app, it would stop the app."""
     return lambda *args, **kw: make_app(*args, db=db_url, **kw)
 
 

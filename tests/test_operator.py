@@ -392,3 +392,14 @@ def test_old_database_gets_the_new_columns(tmp_path) -> None:  # type: ignore[no
         cols = {row[1] for row in conn.execute("PRAGMA table_info(workers)")}
     conn.close()
     assert {"ban_reason", "draining"} <= cols
+
+
+def test_an_operator_deleting_someones_job_is_audited_as_delete(client: TestClient) -> None:
+    cancelled, deleted = submit(client, 1), submit(client, 1)
+    assert op(client, "POST", f"/api/v1/jobs/{cancelled}/cancel").status_code == 200
+    assert op(client, "DELETE", f"/api/v1/jobs/{deleted}").status_code == 204
+    entries = op(client, "GET", "/api/v1/audit").json()["entries"]
+    assert [(e["action"], e["target"]) for e in entries] == [
+        ("delete", f"job {deleted}"),
+        ("cancel", f"job {cancelled}"),
+    ]

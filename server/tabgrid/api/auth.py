@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from tabgrid.api.io import services
 from tabgrid.api.problems import ProblemError
+from tabgrid.api.roles import Role
 from tabgrid.store import tokens, workers
 from tabgrid.store.tokens import Principal
 from tabgrid.store.uploads import Owner
@@ -37,6 +38,34 @@ def _credentials(request: Request) -> tuple[str, str]:
             _CHALLENGE,
         )
     return scheme.lower(), value.strip()
+
+
+async def admit(request: Request, role: Role) -> Principal | Owner | None:
+    """The caller, if `role` admits it: 401 without valid credentials, 403 for the wrong role.
+    Routes call this through the route table, never a handler by itself."""
+    match role:
+        case Role.ANONYMOUS:
+            return None
+        case Role.WORKER:
+            return await uploader(request)
+        case Role.SUBMITTER:
+            return await principal(request)
+        case Role.OPERATOR:
+            return await principal(request, OPERATOR)
+
+
+def caller(request: Request) -> Principal:
+    """The token holder the route's role admitted (a SUBMITTER or OPERATOR route)."""
+    who = request.state.caller
+    assert isinstance(who, Principal), "only token routes have a token holder"
+    return who
+
+
+def blob_caller(request: Request) -> Owner:
+    """The token holder or worker a WORKER route admitted."""
+    who = request.state.caller
+    assert isinstance(who, Owner), "only WORKER routes have a blob caller"
+    return who
 
 
 async def principal(request: Request, *roles: str) -> Principal:

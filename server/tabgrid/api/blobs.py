@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from msgspec import Struct
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -26,7 +25,7 @@ from tabgrid.api import auth
 from tabgrid.api.io import json_response, services
 from tabgrid.api.problems import ProblemError, bad_request, not_found
 from tabgrid.blobs import DIGEST, BlobError, BlobStore, Corrupt, digest_of
-from tabgrid.protocol import JobSubmit
+from tabgrid.protocol import BlobStored, JobSubmit
 from tabgrid.settings import MiB
 from tabgrid.store import blob_rows, jobs, uploads
 from tabgrid.store.tokens import Principal
@@ -42,11 +41,6 @@ CACHE = "private, max-age=31536000, immutable"
 OCTET = "application/octet-stream"
 WHOLE = 4 * MiB  # blobs up to this size are read and checked before a byte of them is sent
 MAX_SWEEP_PASSES = 50  # per sweep, each of up to uploads.SWEEP_BATCH expired uploads
-
-
-class BlobStored(Struct):
-    digest: str
-    size: int
 
 
 def _digest(request: Request) -> str:
@@ -75,7 +69,7 @@ async def _store_run(svc: Services, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 async def put_blob(request: Request) -> Response:
-    who = await auth.uploader(request)
+    who = auth.blob_caller(request)
     digest = _digest(request)
     svc = services(request)
     settings = svc.settings
@@ -142,7 +136,7 @@ async def _body(request: Request, budget: Budget) -> AsyncIterator[bytes]:
 
 async def get_blob(request: Request) -> Response:
     digest = _digest(request)
-    who = await auth.uploader(request)
+    who = auth.blob_caller(request)
     svc = services(request)
     if not await svc.store.run(uploads.may_read, who, digest, time.time()):
         raise _unreadable(who, digest)

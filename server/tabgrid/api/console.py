@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -18,12 +18,9 @@ from tabgrid.api.openapi import Query
 from tabgrid.api.problems import ProblemError, not_found
 from tabgrid.blobs import BlobStore
 from tabgrid.coordinator.console_hub import View, ViewError
-from tabgrid.store import blob_rows
+from tabgrid.store import blob_rows, jobs
 from tabgrid.store.codec import loads, loads_outputs
-from tabgrid.store.tables import Job, Unit
 
-J = Job.__table__  # type: ignore[attr-defined]
-U = Unit.__table__  # type: ignore[attr-defined]
 MAX_STREAMS = 64  # concurrent console streams per coordinator
 PAGE = Query("page", "integer", "page number, from 0 (capped at 1000000)")
 PER_PAGE = Query("per_page", "integer", "rows per page, at most 100 (capped)")
@@ -43,7 +40,6 @@ def _view(request: Request) -> View:
 async def stream(request: Request) -> Response:
     """Server-sent events: a 'snapshot' about once a second (see console.py), for as long as
     the operator's token holds."""
-    await auth.principal(request, auth.OPERATOR)
     view = _view(request)
     svc = services(request)
     hub = svc.hub
@@ -70,7 +66,6 @@ async def stream(request: Request) -> Response:
 
 async def workers(request: Request) -> Response:
     """One page of the worker table, as of the last tick (the same rows the stream pages)."""
-    await auth.principal(request, auth.OPERATOR)
     hub = services(request).hub
     if hub.latest is None:
         await hub.wait_after(-1)
@@ -79,7 +74,7 @@ async def workers(request: Request) -> Response:
 
 
 async def job_picture(request: Request) -> Response:
-    who = await auth.principal(request)
+    who = auth.caller(request)
     job_id = path_int(request, "id")
     svc = services(request)
     tiles = await svc.store.run(_tiles, job_id, who, svc.blobs)
@@ -96,9 +91,7 @@ def _tiles(
 ) -> list[tuple[dict, Any | None]]:
     import numpy as np
 
-    job = conn.execute(
-        select(J.c.owner_id, J.c.kernel, J.c.params, J.c.n_units).where(J.c.id == job_id)
-    ).first()
+    job = jobs.picture_job(conn, job_id)
     if job is None or not (who.is_operator or job.owner_id == who.id):
         raise not_found(f"job {job_id} does not exist")
     if job.kernel != "mandelbrot":
@@ -109,8 +102,7 @@ def _tiles(
         raise ProblemError(422, "Unprocessable Content", f"job {job_id} has too many tiles to draw")
     base = loads(job.params)
     tiles = []
-    q = select(U.c.params, U.c.state, U.c.outputs).where(U.c.job_id == job_id).order_by(U.c.idx)
-    for params, state, outputs in conn.execute(q):
+    for params, state, outputs in jobs.unit_outputs(conn, job_id):
         merged = base | loads(params)
         iters = None
         if state == "done" and outputs:

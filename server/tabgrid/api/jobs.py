@@ -105,7 +105,7 @@ async def _job_status(request: Request, job_id: int, who: Principal) -> JobStatu
 
 
 async def submit_job(request: Request) -> Response:
-    who = await auth.principal(request)
+    who = auth.caller(request)
     svc = services(request)
     limits = svc.settings.limits
     body = await read_body(request, limits.max_body, "a job submission")
@@ -159,7 +159,7 @@ def _location(job_id: int) -> dict[str, str]:
 
 
 async def list_jobs(request: Request) -> Response:
-    who = await auth.principal(request)
+    who = auth.caller(request)
     svc = services(request)
     state = choice_param(request, "state", JOB_STATES)
     limit = int_param(request, LIMIT, 100, svc.settings.limits.max_page)
@@ -180,12 +180,12 @@ def _list(conn: Connection, who: Principal, state: str | None, limit: int, now: 
 
 
 async def get_job(request: Request) -> Response:
-    who = await auth.principal(request)
+    who = auth.caller(request)
     return json_response(await _job_status(request, path_int(request, "id"), who))
 
 
 async def list_units(request: Request) -> Response:
-    who = await auth.principal(request)
+    who = auth.caller(request)
     svc = services(request)
     job_id = path_int(request, "id")
     state = choice_param(request, "state", UNIT_STATES)
@@ -210,7 +210,7 @@ def _units(
 
 
 async def results(request: Request) -> Response:
-    who = await auth.principal(request)
+    who = auth.caller(request)
     job_id = path_int(request, "id")
     after = int_param(request, AFTER, -1)
     await _job_status(request, job_id, who)
@@ -243,7 +243,7 @@ def _refs_only(outputs: dict[str, Output]) -> dict[str, Output]:
 
 
 async def events(request: Request) -> Response:
-    who = await auth.principal(request)
+    who = auth.caller(request)
     job_id = path_int(request, "id")
     first = await _job_status(request, job_id, who)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -274,7 +274,7 @@ async def _event_stream(request: Request, who: Principal, status: JobStatus) -> 
 
 
 async def cancel_job(request: Request) -> Response:
-    who = await auth.principal(request)
+    who = auth.caller(request)
     svc = services(request)
     job_id = path_int(request, "id")
     done = await svc.store.run(_cancel, job_id, who, time.time())
@@ -292,14 +292,12 @@ def _cancel(
     job = _visible(conn, job_id, who)
     if job is None:
         return None
-    pairs = [] if job["state"] in FINAL else jobs.cancel_job(conn, job_id, now)
-    if who.is_operator and job["owner_id"] != who.id:
-        audit.record(conn, who, "cancel", f"job {job_id}", f"was {job['state']}", now)
+    pairs = _stop(conn, job, who, "cancel", now)
     return pairs, _status_of(conn, jobs.job_record(conn, job_id) or job, now)
 
 
 async def delete_job(request: Request) -> Response:
-    who = await auth.principal(request)
+    who = auth.caller(request)
     svc = services(request)
     job_id = path_int(request, "id")
     done = await svc.store.run(_retire, job_id, who, time.time())
@@ -319,7 +317,17 @@ def _retire(
     job = _visible(conn, job_id, who)
     if job is None:
         return None
+    pairs = _stop(conn, job, who, "delete", now)
+    return pairs, jobs.retire_job(conn, job_id)
+
+
+def _stop(
+    conn: Connection, job: dict, who: Principal, action: str, now: float
+) -> list[tuple[int, str]]:
+    """Cancels the job's open units (a cancel, or the first step of a delete); an operator
+    acting on someone else's job is written to the audit log under ``action``."""
+    job_id = job["id"]
     pairs = [] if job["state"] in FINAL else jobs.cancel_job(conn, job_id, now)
     if who.is_operator and job["owner_id"] != who.id:
-        audit.record(conn, who, "cancel", f"job {job_id}", f"was {job['state']}", now)
-    return pairs, jobs.retire_job(conn, job_id)
+        audit.record(conn, who, action, f"job {job_id}", f"was {job['state']}", now)
+    return pairs

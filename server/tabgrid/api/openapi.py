@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from tabgrid.api.problems import PROBLEM_TYPE
+from tabgrid.api.roles import SCHEMES, Role
 from tabgrid.protocol import INT64_MAX, PROTOCOL_VERSION, Digest, Problem, RowId
 
 REF = "#/components/schemas/{name}"
@@ -54,7 +55,7 @@ class Endpoint:
     path: str
     handler: Callable[..., Any]
     summary: str
-    auth: Sequence[str] = ("bearer",)  # security schemes, any one of which is enough
+    role: Role  # who may call it: enforced by routes.py, documented as security schemes
     body: type | Media | None = None
     returns: type | Media | None = None
     status: int = 200
@@ -126,7 +127,7 @@ def _operation(ep: Endpoint, schemas: Schemas) -> dict[str, Any]:
         op["parameters"] = params
     if ep.body is not None:
         op["requestBody"] = {"required": True, "content": _content(ep.body, schemas)}
-    op["security"] = [{scheme: []} for scheme in ep.auth]
+    op["security"] = [{scheme: []} for scheme in SCHEMES[ep.role]]
     return op
 
 
@@ -134,7 +135,7 @@ def problem_statuses(ep: Endpoint) -> set[int]:
     """Every error status the endpoint can answer: those it names, and those that follow from
     its parameters, its body and its security."""
     found = set(ep.problems) | {500}
-    if ep.auth:
+    if SCHEMES[ep.role]:
         found |= {401, 403}
     if _PATH_PARAM.search(ep.path) or ep.query:
         found.add(400)  # a parameter that does not parse or is out of range

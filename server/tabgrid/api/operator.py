@@ -15,20 +15,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tabgrid.api import auth
-from tabgrid.api.io import decode, int_param, json_response, path_int, read_body, services
+from tabgrid.api.io import (
+    NO_STORE,
+    decode,
+    int_param,
+    json_response,
+    path_int,
+    read_body,
+    services,
+)
 from tabgrid.api.openapi import Query
 from tabgrid.api.problems import ProblemError, not_found
-from tabgrid.operator_bodies import (
+from tabgrid.protocol import (
     AuditLine,
     AuditLog,
     BanRequest,
+    JobStatus,
     NoBody,
     PriorityRequest,
+    TokenCreate,
+    TokenCreated,
     TokenInfo,
     TokenList,
     WorkerAction,
 )
-from tabgrid.protocol import JobStatus
 from tabgrid.store import audit, bans, job_controls, jobs, tokens
 from tabgrid.store.tokens import Principal
 
@@ -57,7 +67,7 @@ def _worker_id(request: Request) -> str:
 
 
 async def ban_worker(request: Request) -> Response:
-    who = await auth.principal(request, auth.OPERATOR)
+    who = auth.caller(request)
     wid = _worker_id(request)
     reason = (await _body(request, BanRequest)).reason.strip()
     svc = services(request)
@@ -83,7 +93,7 @@ def _worker_action(action: str):  # type: ignore[no-untyped-def]
     """unban, drain, undrain: a flag in the store, an audit entry, the live connection told."""
 
     async def endpoint(request: Request) -> Response:
-        who = await auth.principal(request, auth.OPERATOR)
+        who = auth.caller(request)
         wid = _worker_id(request)
         await _body(request, NoBody)
         svc = services(request)
@@ -115,7 +125,7 @@ undrain_worker = _worker_action("undrain")
 
 def _job_action(action: str):  # type: ignore[no-untyped-def]
     async def endpoint(request: Request) -> Response:
-        who = await auth.principal(request, auth.OPERATOR)
+        who = auth.caller(request)
         job_id = path_int(request, "id")
         if action == "priority":
             change: int | None = (await _body(request, PriorityRequest)).priority
@@ -158,14 +168,34 @@ prioritize_job = _job_action("priority")
 # ---- tokens and the audit log ---------------------------------------------------------------
 
 
+_token_decoder = msgspec.json.Decoder(TokenCreate)
+
+
+async def create_token(request: Request) -> Response:
+    who = auth.caller(request)
+    svc = services(request)
+    body = await read_body(request, svc.settings.limits.max_body)
+    want = decode(body, TokenCreate, _token_decoder)
+    token_id, token = await svc.store.run(_create_token, want, who, time.time())
+    created = TokenCreated(id=token_id, role=want.role, name=want.name, token=token)
+    return json_response(created, 201, NO_STORE)  # the secret, once: no cache may keep it
+
+
+def _create_token(
+    conn: Connection, want: TokenCreate, who: Principal, now: float
+) -> tuple[int, str]:
+    token_id, token = tokens.create(conn, want.role, want.name, now)
+    audit.record(conn, who, "create token", f"token {token_id}", f"{want.role} {want.name!r}", now)
+    return token_id, token
+
+
 async def list_tokens(request: Request) -> Response:
-    await auth.principal(request, auth.OPERATOR)
     rows = await services(request).store.run(tokens.list_all)
     return json_response(TokenList([msgspec.convert(r, TokenInfo) for r in rows]))
 
 
 async def revoke_token(request: Request) -> Response:
-    who = await auth.principal(request, auth.OPERATOR)
+    who = auth.caller(request)
     token_id = path_int(request, "id")
     await services(request).store.run(_revoke, token_id, who, time.time())
     return Response(status_code=204)
@@ -178,13 +208,11 @@ def _revoke(conn: Connection, token_id: int, who: Principal, now: float) -> None
 
 
 async def audit_log(request: Request) -> Response:
-    await auth.principal(request, auth.OPERATOR)
     limit = int_param(request, AUDIT_LIMIT, 50, MAX_AUDIT)
     rows = await services(request).store.run(audit.recent, limit)
     return json_response(AuditLog([msgspec.convert(r, AuditLine) for r in rows]))
 
 
 async def metrics(request: Request) -> Response:
-    await auth.principal(request, auth.OPERATOR)
     body = services(request).telemetry.exposition()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,15 +1,14 @@
-"""The HTTP API: the route table (served and documented from one list), tokens, health."""
+"""The HTTP API's one route table: every route with its role (enforced here, before its handler
+runs), its body and what it returns; served and documented (/openapi.json) from the same rows."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, text
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,63 +16,46 @@ from starlette.routing import Route
 
 from tabgrid.api import auth, problems
 from tabgrid.api import blobs as api_blobs
+from tabgrid.api import console as api_console
 from tabgrid.api import jobs as api_jobs
-from tabgrid.api import operator_routes as api_operator_table
-from tabgrid.api.blobs import BlobStored
-from tabgrid.api.io import NO_STORE, decode, json_response, read_body, services
+from tabgrid.api import operator as api_operator
+from tabgrid.api.io import NO_STORE, json_response, services
 from tabgrid.api.openapi import Endpoint, Media, Query, document
 from tabgrid.api.problems import ProblemError
+from tabgrid.api.roles import Role
+from tabgrid.coordinator import console_hub as console
 from tabgrid.protocol import (
+    AuditLog,
+    BanRequest,
+    BlobStored,
+    Health,
     JobList,
     JobStatus,
     JobSubmit,
+    NoBody,
+    PriorityRequest,
     TokenCreate,
     TokenCreated,
+    TokenList,
     UnitPage,
     UnitResultLine,
+    WorkerAction,
 )
 from tabgrid.settings import Settings
-from tabgrid.store import audit, tokens
+from tabgrid.store.db import ping
 
 PREFIX = "/api/v1"
 Handler = Callable[[Request], Awaitable[Response]]
-_token_decoder = msgspec.json.Decoder(TokenCreate)
-
-
-class Health(msgspec.Struct):
-    status: str
-
-
-async def create_token(request: Request) -> Response:
-    who = await auth.principal(request, auth.OPERATOR)
-    svc = services(request)
-    body = await read_body(request, svc.settings.limits.max_body)
-    want = decode(body, TokenCreate, _token_decoder)
-    token_id, token = await svc.store.run(_create_token, want, who, time.time())
-    created = TokenCreated(id=token_id, role=want.role, name=want.name, token=token)
-    return json_response(created, 201, NO_STORE)  # the secret, once: no cache may keep it
-
-
-def _create_token(
-    conn: Connection, want: TokenCreate, who: tokens.Principal, now: float
-) -> tuple[int, str]:
-    token_id, token = tokens.create(conn, want.role, want.name, now)
-    audit.record(conn, who, "create token", f"token {token_id}", f"{want.role} {want.name!r}", now)
-    return token_id, token
 
 
 async def healthz(request: Request) -> Response:
     try:
-        await services(request).store.run(_ping)
+        await services(request).store.run(ping)
     except Exception as e:
         raise ProblemError(
             503, "Service Unavailable", f"the database does not answer: {type(e).__name__}"
         ) from None
     return json_response(Health(status="ok"))
-
-
-def _ping(conn: Connection) -> None:
-    conn.execute(text("SELECT 1"))
 
 
 async def openapi_json(request: Request) -> Response:
@@ -95,6 +77,17 @@ def _version() -> str:
 _PAGE = api_jobs.LIMIT
 _AFTER = api_jobs.AFTER
 _JOB = f"{PREFIX}/jobs/{{id}}"
+_VIEW = (
+    Query("sort", "string", "worker column to sort by (default credit)", console.SORTS),
+    Query("order", "string", "asc or desc", ("asc", "desc")),
+    Query("q", "string", "matches id, name, adapter or address"),
+    Query("kind", "string", "browser or native", console.KINDS),
+    Query("state", "string", "active, paused, draining, banned or offline", console.STATES),
+    api_console.PAGE,
+    api_console.PER_PAGE,
+)
+_WORKER = {"id": api_operator.WORKER_ID}
+_WORKER_PATH = f"{PREFIX}/workers/{{id}}"
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint(
@@ -103,12 +96,12 @@ ENDPOINTS: list[Endpoint] = [
         api_blobs.put_blob,
         "Store bytes under their sha256 (checked while streaming); a worker only the outputs "
         "of leases it holds; uploads no job uses yet are bounded and expire",
-        auth=("bearer", "worker"),
         body=Media("application/octet-stream", description="the raw bytes"),
         returns=BlobStored,
         status=201,
         also=(200,),
         problems=(400, 413, 429),
+        role=Role.WORKER,
     ),
     Endpoint(
         "GET",
@@ -117,9 +110,9 @@ ENDPOINTS: list[Endpoint] = [
         "The bytes of a blob, checked against its digest (immutable; HEAD works too): for its "
         "uploader, the owners of jobs that use it, operators, and workers leased a unit that "
         "names it as an input",
-        auth=("bearer", "worker"),
         returns=Media("application/octet-stream", description="the raw bytes"),
         problems=(400, 404, 409),
+        role=Role.WORKER,
     ),
     Endpoint(
         "POST",
@@ -131,6 +124,7 @@ ENDPOINTS: list[Endpoint] = [
         status=201,
         also=(200,),
         problems=(400, 413, 422),
+        role=Role.SUBMITTER,
     ),
     Endpoint(
         "GET",
@@ -140,9 +134,16 @@ ENDPOINTS: list[Endpoint] = [
         returns=JobList,
         query=(Query("state", "string", "only jobs in this state", api_jobs.JOB_STATES), _PAGE),
         problems=(400,),
+        role=Role.SUBMITTER,
     ),
     Endpoint(
-        "GET", _JOB, api_jobs.get_job, "A job's status", returns=JobStatus, problems=(400, 404)
+        "GET",
+        _JOB,
+        api_jobs.get_job,
+        "A job's status",
+        returns=JobStatus,
+        problems=(400, 404),
+        role=Role.SUBMITTER,
     ),
     Endpoint(
         "GET",
@@ -156,6 +157,7 @@ ENDPOINTS: list[Endpoint] = [
             _PAGE,
         ),
         problems=(400, 404),
+        role=Role.SUBMITTER,
     ),
     Endpoint(
         "GET",
@@ -165,6 +167,7 @@ ENDPOINTS: list[Endpoint] = [
         returns=Media("application/x-ndjson", UnitResultLine, "one UnitResultLine per line"),
         query=(_AFTER,),
         problems=(400, 404),
+        role=Role.SUBMITTER,
     ),
     Endpoint(
         "GET",
@@ -179,6 +182,7 @@ ENDPOINTS: list[Endpoint] = [
             events=("progress", "end"),
         ),
         problems=(400, 404),
+        role=Role.SUBMITTER,
     ),
     Endpoint(
         "POST",
@@ -187,6 +191,7 @@ ENDPOINTS: list[Endpoint] = [
         "Cancel a job's open units",
         returns=JobStatus,
         problems=(400, 404),
+        role=Role.SUBMITTER,
     ),
     Endpoint(
         "DELETE",
@@ -195,21 +200,147 @@ ENDPOINTS: list[Endpoint] = [
         "Delete a job and free the blobs nothing else uses",
         status=204,
         problems=(400, 404),
+        role=Role.SUBMITTER,
     ),
     Endpoint(
         "POST",
         f"{PREFIX}/tokens",
-        create_token,
+        api_operator.create_token,
         "Create an API token (operators only); the token is shown once",
         body=TokenCreate,
         returns=TokenCreated,
         status=201,
         problems=(400, 413, 422),
         headers=NO_STORE,
+        role=Role.OPERATOR,
     ),
-    *api_operator_table.endpoints(PREFIX, _JOB),
-    Endpoint("GET", "/healthz", healthz, "Liveness", auth=(), returns=Health, problems=(503,)),
-    Endpoint("GET", "/openapi.json", openapi_json, "This document", auth=()),
+    Endpoint(
+        "GET",
+        f"{PREFIX}/console/stream",
+        api_console.stream,
+        "Server-sent events: a network snapshot about once a second (operators), until "
+        "the token is revoked",
+        returns=Media(
+            "text/event-stream", description="event: snapshot, data: JSON", events=("snapshot",)
+        ),
+        query=_VIEW,
+        problems=(400, 401, 403, 503),
+        role=Role.OPERATOR,
+    ),
+    Endpoint(
+        "GET",
+        f"{PREFIX}/workers",
+        api_console.workers,
+        "One page of the worker table (operators)",
+        query=_VIEW,
+        problems=(400, 401, 403),
+        role=Role.OPERATOR,
+    ),
+    Endpoint(
+        "POST",
+        f"{_WORKER_PATH}/ban",
+        api_operator.ban_worker,
+        "Ban a worker: its leases are released, its unvalidated results discarded",
+        body=BanRequest,
+        returns=WorkerAction,
+        problems=(400, 401, 403, 404, 422),
+        params=_WORKER,
+        role=Role.OPERATOR,
+    ),
+    *(
+        Endpoint(
+            "POST",
+            f"{_WORKER_PATH}/{action}",
+            handler,
+            summary,
+            body=NoBody,
+            returns=WorkerAction,
+            problems=(400, 401, 403, 404),
+            params=_WORKER,
+            role=Role.OPERATOR,
+        )
+        for action, handler, summary in (
+            ("unban", api_operator.unban_worker, "Lift a worker's ban"),
+            ("drain", api_operator.drain_worker, "Let a worker finish its leases, no more"),
+            ("undrain", api_operator.undrain_worker, "Give a drained worker work again"),
+        )
+    ),
+    *(
+        Endpoint(
+            "POST",
+            f"{_JOB}/{action}",
+            handler,
+            summary,
+            body=NoBody,
+            returns=JobStatus,
+            problems=(400, 401, 403, 404, 409),
+            role=Role.OPERATOR,
+        )
+        for action, handler, summary in (
+            ("pause", api_operator.pause_job, "Stop leasing a job's units (operators)"),
+            ("resume", api_operator.resume_job, "Lease a paused job's units again"),
+        )
+    ),
+    Endpoint(
+        "POST",
+        f"{_JOB}/priority",
+        api_operator.prioritize_job,
+        "Set a job's priority: higher runs first (operators)",
+        body=PriorityRequest,
+        returns=JobStatus,
+        problems=(400, 401, 403, 404, 422),
+        role=Role.OPERATOR,
+    ),
+    Endpoint(
+        "GET",
+        f"{_JOB}/picture.png",
+        api_console.job_picture,
+        "A mandelbrot job's picture from the tiles validated so far",
+        returns=Media("image/png"),
+        problems=(400, 404, 422),
+        role=Role.SUBMITTER,
+    ),
+    Endpoint(
+        "GET",
+        f"{PREFIX}/tokens",
+        api_operator.list_tokens,
+        "Every token, revoked ones too (operators)",
+        returns=TokenList,
+        problems=(401, 403),
+        role=Role.OPERATOR,
+    ),
+    Endpoint(
+        "DELETE",
+        f"{PREFIX}/tokens/{{id}}",
+        api_operator.revoke_token,
+        "Revoke a token (operators)",
+        status=204,
+        problems=(400, 401, 403, 404),
+        role=Role.OPERATOR,
+    ),
+    Endpoint(
+        "GET",
+        f"{PREFIX}/audit",
+        api_operator.audit_log,
+        "The latest operator actions, newest first",
+        returns=AuditLog,
+        query=(api_operator.AUDIT_LIMIT,),
+        problems=(400, 401, 403),
+        role=Role.OPERATOR,
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        api_operator.metrics,
+        "Prometheus metrics (operators)",
+        returns=Media("text/plain", description="Prometheus text format 0.0.4"),
+        problems=(401, 403),
+        role=Role.OPERATOR,
+    ),
+    Endpoint(
+        "GET", "/healthz", healthz, "Liveness", returns=Health, problems=(503,), role=Role.ANONYMOUS
+    ),
+    Endpoint("GET", "/openapi.json", openapi_json, "This document", role=Role.ANONYMOUS),
 ]
 
 
@@ -217,11 +348,23 @@ def routes() -> list[Route]:
     """One route per path, so a wrong method gets a 405 that lists every allowed one."""
     by_path: dict[str, dict[str, Handler]] = {}
     for ep in ENDPOINTS:
-        by_path.setdefault(ep.path, {})[ep.method] = ep.handler
+        by_path.setdefault(ep.path, {})[ep.method] = _guarded(ep)
     return [
         Route(path, _dispatch(handlers), methods=list(handlers))
         for path, handlers in by_path.items()
     ]
+
+
+def _guarded(ep: Endpoint) -> Handler:
+    """The one place a route's role is enforced: the handler runs only for a caller the role
+    admits, and finds that caller with auth.caller(request)."""
+    handler, role = ep.handler, ep.role
+
+    async def endpoint(request: Request) -> Response:
+        request.state.caller = await auth.admit(request, role)
+        return await handler(request)
+
+    return endpoint
 
 
 def _dispatch(handlers: dict[str, Handler]) -> Handler:

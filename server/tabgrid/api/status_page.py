@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from html import escape
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
@@ -18,10 +18,8 @@ from starlette.routing import Route
 from tabgrid.api import auth
 from tabgrid.api.io import services
 from tabgrid.store import jobs
-from tabgrid.store.tables import Job
 from tabgrid.store.tokens import Principal
 
-J = Job.__table__  # type: ignore[attr-defined]
 SHOWN_JOBS = 50
 STATE_ORDER = ("running", "paused", "done", "failed", "cancelled")
 
@@ -81,8 +79,7 @@ async def home(request: Request) -> HTMLResponse:
 
 
 def _jobs_seen(conn: Connection, who: Principal | None) -> tuple[list[tuple], list[dict]]:
-    q = select(J.c.state, func.count(), func.sum(J.c.n_units), func.sum(J.c.done_units))
-    figures = [tuple(r) for r in conn.execute(q.group_by(J.c.state))]
+    figures = jobs.figures_by_state(conn)
     if who is None:
         return figures, []
     owner = None if who.is_operator else who.id

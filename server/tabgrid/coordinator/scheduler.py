@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection
 
 from tabgrid.blobs import BlobStore, digest_of
 from tabgrid.coordinator.telemetry import Telemetry
@@ -34,7 +34,6 @@ from tabgrid.store import Store, bans
 from tabgrid.store import leases as leases_q
 from tabgrid.store import workers as workers_q
 from tabgrid.store.notify import announce
-from tabgrid.store.tables import Job, Unit
 
 log = logging.getLogger("tabgrid.coordinator.scheduler")
 
@@ -384,12 +383,7 @@ class Scheduler:
 
 def idle_reason(conn: Connection, distinct: bool) -> str:
     """Why a worker with free slots got nothing, in words for the person running it."""
-    J, U = Job.__table__, Unit.__table__  # type: ignore[attr-defined]
-    waiting = conn.execute(
-        select(func.count())
-        .select_from(U.join(J, U.c.job_id == J.c.id))
-        .where(J.c.state == "running", text("units.want > 0"))  # literal: the partial index
-    ).scalar_one()
+    waiting = leases_q.waiting(conn)
     if not waiting:
         return "no work is queued right now; units will come as soon as a job is submitted"
     who = "a different worker" + (" at a different address" if distinct else "")

@@ -70,6 +70,11 @@ def create_schema(engine: Engine) -> None:
     never_reuse_ids(engine, SQLModel.metadata)
 
 
+def ping(conn: Connection) -> None:
+    """The cheapest statement that proves the database answers."""
+    conn.exec_driver_sql("SELECT 1")
+
+
 class Db:
     """Runs transactions off the event loop. SQLite gets one thread: its writes serialize anyway."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, delete, func, insert, select, update
@@ -268,3 +269,21 @@ def _still_used(conn: Connection, digests: list[str]) -> set[str]:
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def figures_by_state(conn: Connection) -> list[tuple[str, int, int | None, int | None]]:
+    """(state, jobs, units, done units) for each job state: counts that name no job."""
+    q = select(J.c.state, func.count(), func.sum(J.c.n_units), func.sum(J.c.done_units))
+    return [tuple(r) for r in conn.execute(q.group_by(J.c.state))]  # type: ignore[misc]
+
+
+def picture_job(conn: Connection, job_id: int) -> Any:
+    """owner_id, kernel, params and n_units of a job, or None."""
+    q = select(J.c.owner_id, J.c.kernel, J.c.params, J.c.n_units).where(J.c.id == job_id)
+    return conn.execute(q).first()
+
+
+def unit_outputs(conn: Connection, job_id: int) -> list[tuple[str, str, str | None]]:
+    """(params, state, outputs) of each unit of a job, by index."""
+    q = select(U.c.params, U.c.state, U.c.outputs).where(U.c.job_id == job_id).order_by(U.c.idx)
+    return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]

@@ -13,6 +13,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    func,
     insert,
     literal,
     select,
@@ -276,3 +277,12 @@ def job_policies(conn: Connection, job_ids: Iterable[int]) -> dict[int, Policy]:
 def _chunks[T](items: list[T], size: int = 500) -> Iterable[list[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def waiting(conn: Connection) -> int:
+    """Units of running jobs that still want a replica."""
+    return conn.execute(
+        select(func.count())
+        .select_from(U.join(J, U.c.job_id == J.c.id))
+        .where(J.c.state == "running", text("units.want > 0"))  # literal: the partial index
+    ).scalar_one()
