@@ -38,7 +38,7 @@ def _view(request: Request) -> View:
 
 
 async def stream(request: Request) -> Response:
-    """Server-sent events: a 'snapshot' about once a second (see console.py), for as long as
+    """Server-sent events: a 'snapshot' about once a second (see coordinator/console_hub.py), for as long as
     the operator's token holds."""
     view = _view(request)
     svc = services(request)

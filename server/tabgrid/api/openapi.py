@@ -16,7 +16,7 @@ from tabgrid.protocol import INT64_MAX, PROTOCOL_VERSION, Digest, Problem, RowId
 
 REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
-# Path parameters by name, unless an endpoint says otherwise: the same bounds httpio checks.
+# Path parameters by name, unless an endpoint says otherwise: the same bounds api/io.py checks.
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "id": msgspec.json.schema(RowId),
     "digest": msgspec.json.schema(Digest),
@@ -36,7 +36,7 @@ class Media:
 
 @dataclass(frozen=True)
 class Query:
-    """A query parameter, as documented and as httpio parses it: integers outside
+    """A query parameter, as documented and as api/io.py parses it: integers outside
     [minimum, maximum] are refused with a 400 (a page size may still be capped below it)."""
 
     name: str

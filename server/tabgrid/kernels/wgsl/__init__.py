@@ -1,7 +1,7 @@
 """A submitter's own WGSL compute shader, bound and dispatched as its manifest declares.
 
 Params: ``shader`` (WGSL text), ``manifest`` (entry, bindings, workgroups; see
-``wgsl_manifest``) and any numbers the manifest's expressions and uniforms name. No
+``manifest``) and any numbers the manifest's expressions and uniforms name. No
 submitter Python runs on a volunteer's machine: only the shader, through WebGPU.
 """
 

@@ -1,6 +1,6 @@
 """The structure of a submitter's manifest: its keys, bindings, types and expressions.
 
-These checks need neither the shader nor a unit's params; ``wgsl_plan`` then compares the
+These checks need neither the shader nor a unit's params; ``plan`` then compares the
 bindings with the shader.
 """
 
