@@ -38,8 +38,8 @@ def _view(request: Request) -> View:
 
 
 async def stream(request: Request) -> Response:
-    """Server-sent events: a 'snapshot' about once a second (see coordinator/console_hub.py), for as long as
-    the operator's token holds."""
+    """Server-sent events: a 'snapshot' about once a second (see coordinator/console_hub.py),
+    for as long as the operator's token holds."""
     view = _view(request)
     svc = services(request)
     hub = svc.hub
