@@ -412,3 +412,51 @@ def test_manifest_is_not_mutated_by_checking() -> None:
     job_errors(m)
     wgsl.validate_unit({"shader": SHADER, "manifest": m, "a": 1.0, "n": 3}, {})
     assert m == before
+
+
+# ---- the inputs' sizes in expressions -------------------------------------------------------
+
+SHAPES = {"x": ("float32", (1000,)), "a": ("float32", (30, 40))}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("len(x)", 1000),
+        ("ceil(len(x) / 64)", 16),
+        ("len(a)", 1200),
+        ("shape(a, 0) * 2 + shape(a, 1)", 100),
+        ("min(len(x), n)", 7),
+    ],
+)
+def test_sizes_of_inputs_evaluate(text: str, value: int) -> None:
+    assert evaluate(parse(text), {"n": 7}, SHAPES) == value
+
+
+def test_an_expression_knows_which_params_and_inputs_it_reads() -> None:
+    expr = parse("ceil(len(x) / n) + shape(a, 1) + x")
+    assert expr.names == {"n", "x"}  # the last x is a param of that name
+    assert expr.inputs == {"x", "a"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("len(1)", "len() takes an input's name: len(input)"),
+        ("len(x, 2)", "len() takes an input's name: len(input)"),
+        ("shape(x)", "shape() takes an input's name: shape(input, dimension)"),
+        ("shape(x, -1)", "the dimension must be a whole number from 0, not -1"),
+        ("shape(x, n)", "the dimension must be a whole number from 0, not n"),
+        ("len", "function 'len' used without calling it"),
+    ],
+)
+def test_misused_size_functions_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ExprError, match=re.escape(message)):
+        parse(text)
+
+
+def test_sizes_of_unknown_inputs_or_dimensions_are_named() -> None:
+    with pytest.raises(ExprError, match=re.escape("'len(z)': unknown input 'z'")):
+        evaluate(parse("len(z)"), {}, SHAPES)
+    with pytest.raises(ExprError, match=re.escape("input 'x' has 1 dimension(s), no dimension 1")):
+        evaluate(parse("shape(x, 1)"), {}, SHAPES)

@@ -74,6 +74,7 @@ def run_demo(port: int = 8000, data_dir: Path = DEMO_DATA, workers: int = 1) -> 
         with Client(url, token) as client:
             jobs = submit_jobs(client, data_dir)
             example = write_example(data_dir)
+            write_wgsl_example(data_dir)
             print_intro(url, data_dir, coordinator, jobs, example, workers)
             asyncio.run(_live(url, client, jobs, data_dir, workers, coordinator))
     except KeyboardInterrupt:
@@ -318,6 +319,94 @@ def write_example(data_dir: Path) -> Path:
     return path
 
 
+# docs/examples/reduce_sum.wgsl (tests/test_kernel_guide.py checks that they agree)
+REDUCE_SUM_WGSL = """\
+// Sum of a float32 array, as one partial sum per workgroup.
+// Each workgroup of 256 invocations loads 512 elements (two each), then halves the number
+// of live values every step (a tree) until one is left, which it writes to partial[group].
+// The host adds the partial sums (in float64) for the total.
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> partial: array<f32>;
+
+const WG: u32 = 256u;
+var<workgroup> scratch: array<f32, 256>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(local_invocation_id) local: vec3<u32>,
+    @builtin(workgroup_id) group: vec3<u32>,
+) {
+    let n = arrayLength(&x);
+    let i = group.x * (2u * WG) + local.x;
+    var value = 0.0;
+    if (i < n) {
+        value = x[i];
+    }
+    if (i + WG < n) {
+        value = value + x[i + WG];
+    }
+    scratch[local.x] = value;
+    workgroupBarrier();
+    for (var live = WG / 2u; live > 0u; live = live / 2u) {
+        if (local.x < live) {
+            scratch[local.x] = scratch[local.x] + scratch[local.x + live];
+        }
+        workgroupBarrier();
+    }
+    if (local.x == 0u) {
+        partial[group.x] = scratch[0];
+    }
+}
+"""
+
+
+def write_wgsl_example(data_dir: Path) -> Path:
+    """A job file for the researcher's own shader: the sum of docs/kernels.md, two units.
+
+    The shader sits beside it as sum.wgsl, named by ``"shader": "sum.wgsl"``.
+    """
+    import json
+
+    import numpy as np
+
+    folder = data_dir / "example"
+    path = folder / "sum.json"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sum.wgsl").write_text(REDUCE_SUM_WGSL, encoding="utf-8")
+    rng = np.random.default_rng(11)
+    for i in range(2):
+        np.save(folder / f"x{i}.npy", rng.standard_normal(65536, dtype=np.float32))
+    size = "ceil(len(x) / 512)"
+    job = {
+        "kernel": "wgsl",
+        "name": "example: your own WGSL shader, a sum of 2 x 65536 floats",
+        "params": {
+            "shader": "sum.wgsl",
+            "manifest": {
+                "entry": "main",
+                "bindings": [
+                    {"binding": 0, "input": "x"},
+                    {
+                        "binding": 1,
+                        "output": "partial",
+                        "type": "f32",
+                        "length": size,
+                        "written_by": "workgroup",
+                    },
+                ],
+                "workgroups": [size, 1, 1],
+            },
+        },
+        "policy": {"quorum": 2, "compare": "allclose", "rtol": 1e-5, "atol": 1e-5},
+        "units": [{"inputs": {"x": f"x{i}.npy"}} for i in range(2)],
+    }
+    path.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 # ---- pictures --------------------------------------------------------------------------------
 
 
@@ -372,6 +461,8 @@ def print_intro(
         "",
         f"  add a worker    {worker_command(url)}",
         f"  submit a job    {tg} submit {example} --url {url}{data} --wait",
+        f"  your own shader {tg} submit {example.parent / 'sum.json'} --url {url}{data} --wait",
+        "                  (a WGSL sum, quorum 2: needs two workers; see docs/kernels.md)",
         f"  list jobs       {tg} jobs --url {url}{data}",
         f"  fetch results   {tg} results {jobs[0].id} -o results/ --url {url}{data}",
         "",

@@ -1,8 +1,13 @@
-"""The job file: a JSON description of a job whose arrays are .npy files beside it."""
+"""The job file: a JSON description of a job whose arrays are .npy files beside it.
+
+A ``"shader"`` param that names a ``.wgsl`` file (``"shader": "sum.wgsl"``) is read from that
+file, relative to the job file, so a wgsl kernel's source need not be an escaped JSON string.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +21,8 @@ from tabgrid.cli.common import CliError
 
 JOB_KEYS = frozenset({"kernel", "name", "params", "policy", "inputs", "units"})
 UNIT_KEYS = frozenset({"params", "inputs"})
+# a "shader" that is a file's name rather than WGSL source: one line, no braces or semicolons
+SHADER_FILE = re.compile(r"[^\n{};()]+\.wgsl")
 
 
 class JobFileError(CliError):
@@ -75,7 +82,7 @@ class _JobFileReader:
         name = doc.get("name", "")
         if not isinstance(name, str):
             self.errors.append(f'"name" must be a string, got {_kind(name)}')
-        params = self._object(doc.get("params", {}), '"params"')
+        params = self._shader(self._object(doc.get("params", {}), '"params"'), '"params"')
         policy = self._policy(doc.get("policy", {}))
         inputs = self._inputs(doc.get("inputs", {}), '"inputs"')
         units = self._units(doc.get("units"))
@@ -124,10 +131,35 @@ class _JobFileReader:
                 self.errors.append(f"{where} must be an object, got {_kind(unit)}")
                 continue
             self._unknown_keys(unit, UNIT_KEYS, where)
-            params = self._object(unit.get("params", {}), f'"params" of {where}')
+            params = self._shader(
+                self._object(unit.get("params", {}), f'"params" of {where}'), f'"params" of {where}'
+            )
             inputs = self._inputs(unit.get("inputs", {}), f'"inputs" of {where}')
             units.append({"params": params, "inputs": inputs})
         return units
+
+    def _shader(self, params: dict[str, Any], where: str) -> dict[str, Any]:
+        """``params`` with a ``"shader": "file.wgsl"`` replaced by that file's text."""
+        ref = params.get("shader")
+        if not isinstance(ref, str) or not SHADER_FILE.fullmatch(ref.strip()):
+            return params
+        path = (self.base / ref.strip()).resolve()
+        what = f'{where}: "shader"'
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self.errors.append(
+                f"{what}: file not found: {ref} (looked for {path}); name a .wgsl file relative "
+                "to the job file, or give the WGSL source itself"
+            )
+            return params
+        except (OSError, UnicodeDecodeError) as exc:
+            self.errors.append(f"{what}: cannot read {ref}: {exc}")
+            return params
+        if not text.strip():
+            self.errors.append(f"{what}: {ref} is empty; it should hold the WGSL source")
+            return params
+        return {**params, "shader": text}
 
     def _inputs(self, value: object, where: str) -> dict[str, np.ndarray]:
         arrays = {}

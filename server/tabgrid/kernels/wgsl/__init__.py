@@ -8,6 +8,7 @@ submitter Python runs on a volunteer's machine: only the shader, through WebGPU.
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,9 @@ from tabgrid.runtime.gpu import Buffer, Gpu
 NAME = "wgsl"
 VERSION = "1"
 _PACK = {"f32": "f", "i32": "i", "u32": "I"}
+# What an output buffer holds in the check run (see _unwritten): a quiet NaN with a payload
+# no arithmetic produces, for f32; for integers a value a shader is unlikely to write.
+SENTINEL = 0x7FC0FFEE
 
 
 def _plan(params: Mapping[str, Any]) -> tuple[Plan | None, list[str]]:
@@ -41,13 +45,34 @@ def validate_unit(params: dict[str, Any], inputs: Described) -> list[str]:
     return errors if plan is None else plan.check_unit(params, inputs)
 
 
-def _sizes(plan: Plan, params: Mapping[str, Any]) -> tuple[dict[str, int], tuple[int, int, int]]:
+def _sizes(
+    plan: Plan, params: Mapping[str, Any], shapes: Described
+) -> tuple[dict[str, int], tuple[int, int, int]]:
     errors: list[str] = []
-    lengths = plan.output_lengths(params, errors)
-    counts = plan.workgroup_counts(params, errors)
+    lengths = plan.output_lengths(params, errors, shapes)
+    counts = plan.workgroup_counts(params, errors, shapes)
+    if not errors:
+        errors = plan.coverage(lengths, counts)
     if errors:
         raise KernelError("; ".join(errors))
     return lengths, (counts[0], counts[1], counts[2])
+
+
+def _zeros(data: bytes) -> array:
+    """The indices of the 4-byte elements of ``data`` that are all zero bits."""
+    words = array("I", data)
+    return array("I", (i for i, w in enumerate(words) if w == 0)) if 0 in words else array("I")
+
+
+def _unwritten_problem(name: str, length: int, never: list[int]) -> str:
+    first, last = never[0], never[-1]
+    return (
+        f"output {name!r}: {len(never)} of its {length} elements (indices {first} to {last}) "
+        "were never written by the shader and would come back as zeros: make its 'length' "
+        "the number of elements the shader writes, or dispatch enough workgroups to cover "
+        "them; if the shader leaves elements at zero on purpose (a histogram, atomics, a "
+        'sparse result), declare "written_by": "any" for this output (docs/kernels.md)'
+    )
 
 
 def _uniform_bytes(uniform: UniformBinding, params: Mapping[str, Any]) -> bytes:
@@ -59,7 +84,8 @@ async def run(gpu: Gpu, params: dict[str, Any], inputs: dict[str, Array]) -> dic
     plan, errors = _plan(params)
     if plan is None:
         raise KernelError("; ".join(errors))
-    lengths, workgroups = _sizes(plan, params)
+    shapes = {name: (a.dtype, tuple(a.shape)) for name, a in inputs.items()}
+    lengths, workgroups = _sizes(plan, params, shapes)
     bound: dict[int, Buffer] = {}
     owned: list[Buffer] = []
     try:
@@ -78,14 +104,55 @@ async def run(gpu: Gpu, params: dict[str, Any], inputs: dict[str, Array]) -> dic
             )
             owned.append(bound[uniform.binding])
         await gpu.dispatch(params["shader"], plan.entry, bound, workgroups)
+        data = {out.name: await gpu.read(bound[out.binding]) for out in plan.outputs}
+        await _check_written(gpu, params, plan, bound, workgroups, lengths, data, owned)
         return {
-            out.name: Array(
-                DTYPES[out.scalar], (lengths[out.name],), await gpu.read(bound[out.binding])
-            )
+            out.name: Array(DTYPES[out.scalar], (lengths[out.name],), data[out.name])
             for out in plan.outputs
         }
     finally:
         gpu.release(*owned)
+
+
+async def _check_written(
+    gpu: Gpu,
+    params: Mapping[str, Any],
+    plan: Plan,
+    bound: dict[int, Buffer],
+    workgroups: tuple[int, int, int],
+    lengths: Mapping[str, int],
+    data: Mapping[str, bytes],
+    owned: list[Buffer],
+) -> None:
+    """Raise when the dispatch left output elements unwritten (they would read as zeros).
+
+    The manifest cannot say which elements a shader writes, so this watches: an element
+    that is zero after the run is a candidate, and when there are any the dispatch runs
+    again with those outputs filled with SENTINEL instead of zeros. An element still holding
+    SENTINEL was never written. Outputs declared ``"written_by": "any"`` are not checked;
+    the second run costs one more dispatch only for units whose outputs hold exact zeros.
+    """
+    candidates = {
+        out.binding: (out, zeros)
+        for out in plan.outputs
+        if out.written_by != "any" and len(zeros := _zeros(data[out.name]))
+    }
+    if not candidates:
+        return
+    again = dict(bound)
+    for number, (out, _) in candidates.items():
+        fill = struct.pack("<I", SENTINEL) * lengths[out.name]
+        again[number] = await gpu.upload(fill)
+        owned.append(again[number])
+    await gpu.dispatch(params["shader"], plan.entry, again, workgroups)
+    problems = []
+    for number, (out, zeros) in candidates.items():
+        words = array("I", await gpu.read(again[number]))
+        never = [i for i in zeros if words[i] == SENTINEL]
+        if never:
+            problems.append(_unwritten_problem(out.name, lengths[out.name], never))
+    if problems:
+        raise KernelError("; ".join(problems))
 
 
 def reference(params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -104,5 +171,5 @@ def flops(params: dict[str, Any], inputs: Described) -> float:
     if plan is None:
         return 0.0
     errors: list[str] = []
-    lengths = plan.output_lengths(params, errors)
+    lengths = plan.output_lengths(params, errors, inputs)
     return 0.0 if errors else float(sum(lengths.values()))

@@ -1,7 +1,8 @@
 """Tiny arithmetic expressions over a unit's params, for sizes and workgroup counts.
 
 Parsed with ``ast`` and compiled into closures: nothing is ever passed to ``eval``, only
-numbers, parameter names, ``+ - * / // % **``, unary minus and ``ceil floor min max`` are
+numbers, parameter names, ``+ - * / // % **``, unary minus, ``ceil floor min max`` and the
+inputs' sizes ``len(x)`` (elements of input ``x``) and ``shape(x, k)`` (its k-th dimension) are
 accepted, and every intermediate value is bounded so that an expression cannot stall the
 coordinator.
 """
@@ -17,7 +18,9 @@ from typing import Any
 
 Number = int | float
 Params = Mapping[str, Any]
-Fn = Callable[[Params], Number]
+Shapes = Mapping[str, tuple[str, tuple[int, ...]]]  # input name: (dtype, shape)
+Fn = Callable[[Params, Shapes], Number]
+NO_SHAPES: Shapes = {}
 
 MAX_LENGTH = 200
 MAX_MAGNITUDE = 2**63
@@ -54,7 +57,8 @@ _FUNCTIONS: dict[str, tuple[Callable[..., Number], int, int]] = {
     "min": (min, 2, 8),
     "max": (max, 2, 8),
 }
-FUNCTIONS = frozenset(_FUNCTIONS)
+SIZES = frozenset({"len", "shape"})  # functions of an input, not of numbers
+FUNCTIONS = frozenset(_FUNCTIONS) | SIZES
 
 
 def _lookup(params: Params, name: str) -> Number:
@@ -73,7 +77,7 @@ def _constant(node: ast.Constant) -> Fn:
         raise ExprError(f"constant {value!r} is not a number")
     if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
         raise ExprError(f"constant {value!r} is too large")
-    return lambda _params: value
+    return lambda _params, _shapes: value
 
 
 def _name(node: ast.Name) -> Fn:
@@ -81,7 +85,7 @@ def _name(node: ast.Name) -> Fn:
         raise ExprError(f"function {node.id!r} used without calling it")
     name = node.id
 
-    def lookup(params: Params) -> Number:
+    def lookup(params: Params, _shapes: Shapes) -> Number:
         value = params.get(name)
         if type(value) is int or type(value) is float:
             return value
@@ -96,8 +100,8 @@ def _binary(node: ast.BinOp) -> Fn:
         raise ExprError(f"operator {type(node.op).__name__} is not allowed")
     left, right = _compile(node.left), _compile(node.right)
 
-    def binary(params: Params) -> Number:
-        value = op(left(params), right(params))
+    def binary(params: Params, shapes: Shapes) -> Number:
+        value = op(left(params, shapes), right(params, shapes))
         # Also false for NaN, so non-finite values stop here too.
         if -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
             return value
@@ -109,13 +113,54 @@ def _binary(node: ast.BinOp) -> Fn:
 def _unary(node: ast.UnaryOp) -> Fn:
     operand = _compile(node.operand)
     if isinstance(node.op, ast.USub):
-        return lambda params: -operand(params)
+        return lambda params, shapes: -operand(params, shapes)
     if isinstance(node.op, ast.UAdd):
         return operand
     raise ExprError(f"operator {type(node.op).__name__} is not allowed")
 
 
+def _shape_of(shapes: Shapes, name: str) -> tuple[int, ...]:
+    try:
+        return shapes[name][1]
+    except KeyError:
+        raise ExprError(f"unknown input {name!r}") from None
+
+
+def _size(fn: str, node: ast.Call) -> Fn:
+    """``len(x)``: elements of input x (all dimensions); ``shape(x, k)``: its k-th dimension."""
+    usage = "len(input)" if fn == "len" else "shape(input, dimension)"
+    count = 1 if fn == "len" else 2
+    if node.keywords or len(node.args) != count or not isinstance(node.args[0], ast.Name):
+        raise ExprError(f"{fn}() takes an input's name: {usage}")
+    name = node.args[0].id
+    if fn == "len":
+
+        def length(_params: Params, shapes: Shapes) -> Number:
+            total = 1
+            for n in _shape_of(shapes, name):
+                total *= n
+            return total
+
+        return length
+    k = node.args[1]
+    if not isinstance(k, ast.Constant) or type(k.value) is not int or k.value < 0:
+        raise ExprError(
+            f"shape(): the dimension must be a whole number from 0, not {ast.unparse(k)}"
+        )
+    dim = k.value
+
+    def dimension(_params: Params, shapes: Shapes) -> Number:
+        shape = _shape_of(shapes, name)
+        if dim >= len(shape):
+            raise ExprError(f"input {name!r} has {len(shape)} dimension(s), no dimension {dim}")
+        return shape[dim]
+
+    return dimension
+
+
 def _call(node: ast.Call) -> Fn:
+    if isinstance(node.func, ast.Name) and node.func.id in SIZES:
+        return _size(node.func.id, node)
     if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
         shown = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
         raise ExprError(f"unknown function {shown!r}; allowed: {', '.join(sorted(FUNCTIONS))}")
@@ -128,8 +173,8 @@ def _call(node: ast.Call) -> Fn:
     args = [_compile(a) for a in node.args]
     if len(args) == 1:
         (only,) = args
-        return lambda params: fn(only(params))
-    return lambda params: fn(*[a(params) for a in args])
+        return lambda params, shapes: fn(only(params, shapes))
+    return lambda params, shapes: fn(*[a(params, shapes) for a in args])
 
 
 _COMPILERS: dict[type, Callable[[Any], Fn]] = {
@@ -155,13 +200,15 @@ class Expr:
     text: str
     fn: Fn
     names: frozenset[str] = frozenset()  # the params it reads
-    count: int | None = None  # set by ``as_count`` when it reads no params
+    count: int | None = None  # set by ``as_count`` when it reads no params and no inputs
+    inputs: frozenset[str] = frozenset()  # the inputs whose sizes it reads
 
 
-def evaluate(expr: Expr, params: Params) -> Number:
-    """The value of ``expr`` for ``params``; raises ExprError naming the expression."""
+def evaluate(expr: Expr, params: Params, shapes: Shapes = NO_SHAPES) -> Number:
+    """The value of ``expr`` for ``params`` and the inputs' ``shapes``; raises ExprError
+    naming the expression."""
     try:
-        return expr.fn(params)
+        return expr.fn(params, shapes)
     except ExprError as e:
         raise ExprError(f"{expr.text!r}: {e}") from None
     except ZeroDivisionError:
@@ -188,22 +235,34 @@ def parse(source: str | int | float) -> Expr:
         raise ExprError(f"{source!r}: {e}") from None
     except RecursionError:
         raise ExprError(f"{source!r} is nested too deeply") from None
-    names = frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
-    return Expr(source, fn, names - FUNCTIONS)
+    sized = [  # the input named by each len()/shape(), which _size has checked is a Name
+        n.args[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in SIZES
+    ]
+    skip = {id(n) for n in sized}
+    names = frozenset(
+        n.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and n.id not in FUNCTIONS and id(n) not in skip
+    )
+    inputs = frozenset(n.id for n in sized if isinstance(n, ast.Name))
+    return Expr(source, fn, names, inputs=inputs)
 
 
 def as_count(expr: Expr) -> Expr:
-    """``expr``, with its value folded in when it reads no params (checked positive now)."""
-    if expr.names:
+    """``expr``, with its value folded in when it reads no params or inputs (checked positive
+    now)."""
+    if expr.names or expr.inputs:
         return expr
     return replace(expr, count=evaluate_count(expr, {}))
 
 
-def evaluate_count(expr: Expr, params: Params) -> int:
+def evaluate_count(expr: Expr, params: Params, shapes: Shapes = NO_SHAPES) -> int:
     """The value of ``expr`` as a positive whole number; raises ExprError otherwise."""
     if expr.count is not None:
         return expr.count
-    value = evaluate(expr, params)
+    value = evaluate(expr, params, shapes)
     if type(value) is float:
         if not value.is_integer():
             raise ExprError(f"{expr.text!r} = {value}, not a whole number")

@@ -20,7 +20,17 @@ KINDS = {
     "output": frozenset({"binding", "output", "type", "length"}),
     "uniform": frozenset({"binding", "uniform"}),
 }
+OPTIONAL = {
+    "input": frozenset({"length"}),  # elements the shader reads: the input must hold as many
+    "output": frozenset({"written_by"}),
+    "uniform": frozenset(),
+}
+# Who writes one element of an output: one invocation each (the default), one workgroup
+# each (a reduction's partial results), or the shader's own pattern (no coverage check, and
+# elements it leaves at zero are allowed: histograms, atomics, sparse results).
+WRITTEN_BY = ("invocation", "workgroup", "any")
 MAX_BINDING = 999
+_STAND_IN = as_count(parse(1))  # for an expression that did not parse, once reported
 _IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
 
 
@@ -29,6 +39,7 @@ class InputBinding:
     binding: int
     name: str
     scalar: str | None  # the shader's array element type, when it could be read
+    length: Expr | None = None  # elements the shader reads from it, when declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +48,8 @@ class OutputBinding:
     name: str
     scalar: str
     length: Expr
+    written_by: str = "invocation"  # one of WRITTEN_BY
+    width: int = 1  # scalars per element of the shader's array (4 for vec4), from the shader
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +83,15 @@ def check_name(value: Any, what: str, errors: list[str]) -> str | None:
     return None
 
 
-def check_keys(spec: dict, allowed: frozenset[str], where: str, errors: list[str]) -> None:
+def check_keys(
+    spec: dict,
+    allowed: frozenset[str],
+    where: str,
+    errors: list[str],
+    optional: frozenset[str] = frozenset(),
+) -> None:
     missing = sorted(allowed - spec.keys())
-    extra = sorted(spec.keys() - allowed)
+    extra = sorted(spec.keys() - allowed - optional)
     if missing:
         errors.append(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
     if extra:
@@ -116,14 +135,19 @@ def _binding(index: int, spec: Any, errors: list[str]) -> Binding | None:
         errors.append(f"{where}: needs exactly one of 'input', 'output', 'uniform' (has {shown})")
         return None
     kind = kinds[0]
-    check_keys(spec, KINDS[kind], where, errors)
+    check_keys(spec, KINDS[kind], where, errors, OPTIONAL[kind])
     number = spec.get("binding")
     if not _is_int(number) or not 0 <= number <= MAX_BINDING:
         errors.append(f"{where}: 'binding' must be an integer from 0 to {MAX_BINDING}")
         return None
     if kind == "input":
         name = check_name(spec.get("input"), f"{where} input", errors)
-        return None if name is None else InputBinding(number, name, None)
+        read = None
+        if "length" in spec:
+            # a stand-in when it does not parse keeps the binding for the shader check;
+            # the error recorded stops the plan
+            read = _expression(spec["length"], f"{where} length", errors) or _STAND_IN
+        return None if name is None else InputBinding(number, name, None, read)
     if kind == "uniform":
         return UniformBinding(number, _uniform_fields(spec.get("uniform"), where, errors))
     name = check_name(spec.get("output"), f"{where} output", errors)
@@ -131,9 +155,16 @@ def _binding(index: int, spec: Any, errors: list[str]) -> Binding | None:
     if scalar not in DTYPES:
         errors.append(f"{where}: unknown element type {scalar!r}; use one of {', '.join(DTYPES)}")
     length = _expression(spec.get("length"), f"{where} length", errors)
-    if name is None or scalar not in DTYPES or length is None:
+    written_by = spec.get("written_by", "invocation")
+    if written_by not in WRITTEN_BY:
+        errors.append(
+            f"{where}: 'written_by' is {written_by!r}; use one of "
+            f"{', '.join(map(repr, WRITTEN_BY))} (see docs/kernels.md)"
+        )
+        written_by = "invocation"  # kept bound, so that the shader check does not miss it
+    if name is None or scalar not in DTYPES:
         return None
-    return OutputBinding(number, name, scalar, length)
+    return OutputBinding(number, name, scalar, length or _STAND_IN, written_by)
 
 
 def parse_bindings(value: Any, errors: list[str]) -> list[Binding]:
@@ -155,12 +186,26 @@ def parse_bindings(value: Any, errors: list[str]) -> list[Binding]:
     inputs = {b.name for b in found if isinstance(b, InputBinding)}
     for name in sorted({n for n in outputs if outputs.count(n) > 1 or n in inputs}):
         errors.append(f"output {name!r} is bound twice or is also an input")
+    for b in found:
+        length = b.length if isinstance(b, (InputBinding, OutputBinding)) else None
+        if length is not None:
+            check_sized(length, inputs, f"binding {b.binding} length", errors)
     storage = sum(not isinstance(b, UniformBinding) for b in found)
     if storage > MAX_STORAGE_BUFFERS_PER_STAGE:
         errors.append(
             f"{storage} storage bindings; WebGPU guarantees only {MAX_STORAGE_BUFFERS_PER_STAGE}"
         )
     return found
+
+
+def check_sized(expr: Expr, inputs: set[str], what: str, errors: list[str]) -> None:
+    """``len(x)`` and ``shape(x, k)`` in ``expr`` name inputs the manifest binds."""
+    for name in sorted(expr.inputs - inputs):
+        known = ", ".join(sorted(inputs)) or "none"
+        errors.append(
+            f"{what}: {expr.text!r} reads the size of {name!r}, which is not an input of the "
+            f"manifest (inputs: {known})"
+        )
 
 
 def parse_workgroups(value: Any, errors: list[str]) -> tuple[Expr, Expr, Expr] | None:

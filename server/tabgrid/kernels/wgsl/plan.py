@@ -12,7 +12,7 @@ from typing import Any
 
 from tabgrid.kernels.params import Described
 from tabgrid.kernels.wgsl import source as wgsl_source
-from tabgrid.kernels.wgsl.expr import Expr, ExprError, evaluate_count
+from tabgrid.kernels.wgsl.expr import NO_SHAPES, Expr, ExprError, evaluate_count
 from tabgrid.kernels.wgsl.manifest import (
     DTYPES,
     TOP_KEYS,
@@ -22,6 +22,7 @@ from tabgrid.kernels.wgsl.manifest import (
     UniformBinding,
     check_keys,
     check_name,
+    check_sized,
     parse_bindings,
     parse_workgroups,
 )
@@ -42,6 +43,9 @@ class Plan:
     input_names: frozenset[str]
     # (param name, lowest, highest, may be a float) for every uniform field
     scalars: tuple[tuple[str, float, float, bool], ...]
+    # the entry point's @workgroup_size; None when the scanner cannot read it (then only
+    # the worker's check of what the dispatch wrote applies)
+    workgroup_size: tuple[int, int, int] | None = None
 
     def check_inputs(self, inputs: Described) -> list[str]:
         """Errors for the inputs present: unbound names, dtypes that differ from the shader."""
@@ -68,12 +72,18 @@ class Plan:
                 errors.append(f"input {b.name!r} (binding {b.binding}) is missing")
             else:
                 _check_size(b.name, described, errors)
-        for length in self.output_lengths(params, errors).values():
+                if b.length is not None:
+                    self._check_read(b, params, inputs, errors)
+        lengths = self.output_lengths(params, errors, inputs)
+        for length in lengths.values():
             if length * 4 > MAX_STORAGE_BUFFER_BINDING_SIZE:
                 errors.append(f"an output of {length} elements is over {_MAX_BYTES}")
-        for count in self.workgroup_counts(params, errors):
+        counts = self.workgroup_counts(params, errors, inputs)
+        for count in counts:
             if count > MAX_WORKGROUPS_PER_DIMENSION:
                 errors.append(f"workgroups: {count} is more than {MAX_WORKGROUPS_PER_DIMENSION}")
+        if len(counts) == 3:
+            errors.extend(self.coverage(lengths, counts))
         for name, lo, hi, real in self.scalars:
             value = params.get(name)
             kind = type(value)
@@ -81,23 +91,66 @@ class Plan:
                 errors.append(_uniform_problem(name, value, real))
         return errors
 
-    def output_lengths(self, params: Mapping[str, Any], errors: list[str]) -> dict[str, int]:
+    def _check_read(
+        self, b: InputBinding, params: Mapping[str, Any], inputs: Described, errors: list[str]
+    ) -> None:
+        """An input's declared ``length`` (what the shader reads) fits in what it holds."""
+        assert b.length is not None
+        try:
+            need = evaluate_count(b.length, params, inputs)
+        except ExprError as e:
+            errors.append(f"input {b.name!r} length: {e}")
+            return
+        have = prod(inputs[b.name][1])
+        if need > have:
+            smaller = " or ".join(f"a smaller {n!r}" for n in sorted(b.length.names))
+            errors.append(
+                f"input {b.name!r} holds {have} elements, but its 'length' {b.length.text!r} = "
+                f"{need}: the shader would read {need - have} elements past its end, where "
+                f"WebGPU returns zeros or other elements instead of failing; pass "
+                f"{smaller + ' or ' if smaller else ''}a longer {b.name!r}"
+            )
+
+    def output_lengths(
+        self, params: Mapping[str, Any], errors: list[str], shapes: Described = NO_SHAPES
+    ) -> dict[str, int]:
         lengths = {}
         for out in self.outputs:
             try:
-                lengths[out.name] = evaluate_count(out.length, params)
+                lengths[out.name] = evaluate_count(out.length, params, shapes)
             except ExprError as e:
                 errors.append(f"output {out.name!r} length: {e}")
         return lengths
 
-    def workgroup_counts(self, params: Mapping[str, Any], errors: list[str]) -> list[int]:
+    def workgroup_counts(
+        self, params: Mapping[str, Any], errors: list[str], shapes: Described = NO_SHAPES
+    ) -> list[int]:
         counts = []
         for expr in self.workgroups:
             try:
-                counts.append(evaluate_count(expr, params))
+                counts.append(evaluate_count(expr, params, shapes))
             except ExprError as e:
                 errors.append(f"workgroups: {e}")
         return counts
+
+    def coverage(self, lengths: Mapping[str, int], counts: list[int]) -> list[str]:
+        """Where the dispatch cannot write each output element exactly as its ``written_by``
+        declares: too few invocations or workgroups (elements left at zero), or whole
+        workgroups with nothing to write (the length is cut short)."""
+        errors: list[str] = []
+        for out in self.outputs:
+            length = lengths.get(out.name)
+            if length is None or out.written_by == "any":
+                continue
+            if out.written_by == "workgroup":
+                problem = _per_workgroup(out, length, counts)
+            elif self.workgroup_size is not None:
+                problem = _per_invocation(out, length, counts, self.workgroup_size)
+            else:
+                problem = None  # the worker checks what the dispatch wrote
+            if problem is not None:
+                errors.append(problem)
+        return errors
 
 
 _MAX_BYTES = f"{MAX_STORAGE_BUFFER_BINDING_SIZE} bytes"
@@ -115,6 +168,69 @@ def _check_size(name: str, described: tuple[str, tuple[int, ...]], errors: list[
         errors.append(f"input {name!r} is empty")
     elif count * ITEMSIZE.get(dtype, 8) > MAX_STORAGE_BUFFER_BINDING_SIZE:
         errors.append(f"input {name!r} is over {_MAX_BYTES}")
+
+
+def _shown(counts: Iterable[int]) -> str:
+    return "[" + ", ".join(map(str, counts)) + "]"
+
+
+def _elements(out: OutputBinding, length: int) -> tuple[int, str]:
+    """How many array elements ``length`` scalars fill, and how to say so."""
+    if out.width == 1:
+        return length, f"{length} elements"
+    needed = -(-length // out.width)
+    return needed, f"{length} elements ({needed} vec{out.width})"
+
+
+def _per_invocation(
+    out: OutputBinding, length: int, counts: list[int], size: tuple[int, int, int]
+) -> str | None:
+    needed, held = _elements(out, length)
+    invocations = prod(counts) * prod(size)
+    dispatch = f"workgroups {_shown(counts)} × @workgroup_size{tuple(size)} = {invocations}"
+    one_d = counts[1] == counts[2] == size[1] == size[2] == 1
+    fits = -(-needed // size[0])
+    if invocations < needed:
+        hint = (
+            f"dispatch ceil({needed} / {size[0]}) = {fits} workgroups in x"
+            if one_d
+            else f"dispatch workgroups whose product times {prod(size)} is at least {needed}"
+        )
+        return (
+            f"output {out.name!r} has {held}, but {dispatch} invocations write one each, so "
+            f'{needed - invocations} would stay zero: {hint}, or declare "written_by": '
+            f'"any" if each invocation writes several'
+        )
+    if one_d and invocations >= needed + size[0]:
+        idle = (invocations - needed) // size[0]
+        return (
+            f"output {out.name!r} has {held}, but {dispatch} invocations write one each: "
+            f"{idle} whole workgroup(s) have no element to write, so the shader's writes "
+            f"past the end are dropped (or land on other elements): make its 'length' cover "
+            f"every element the shader writes (up to {invocations * out.width}), dispatch "
+            f'ceil({needed} / {size[0]}) = {fits} workgroups, or declare "written_by": '
+            f'"workgroup" (one element per workgroup) or "any"'
+        )
+    return None
+
+
+def _per_workgroup(out: OutputBinding, length: int, counts: list[int]) -> str | None:
+    needed, held = _elements(out, length)
+    groups = prod(counts)
+    dispatch = f"workgroups {_shown(counts)} = {groups} workgroups"
+    if groups < needed:
+        return (
+            f"output {out.name!r} is written one element per workgroup and has {held}, but "
+            f"{dispatch} leave {needed - groups} at zero: make its 'length' "
+            f"{groups * out.width} or dispatch {needed} workgroups"
+        )
+    if groups > needed:
+        return (
+            f"output {out.name!r} is written one element per workgroup but has {held} for "
+            f"{dispatch}: {groups - needed} workgroups' elements would be dropped; make its "
+            f"'length' {groups * out.width} (the workgroups' product)"
+        )
+    return None
 
 
 def _uniform_problem(name: str, value: Any, real: bool) -> str:
@@ -171,13 +287,14 @@ def _against_var(
         return b, f"{where}: shader type {var.type} is not an array of f32, i32 or u32"
     if isinstance(b, OutputBinding) and scalar != b.scalar:
         return b, f"{where}: manifest type {b.scalar} but the shader's {var.type} holds {scalar}"
-    return (replace(b, scalar=scalar) if isinstance(b, InputBinding) else b), None
+    if isinstance(b, InputBinding):
+        return replace(b, scalar=scalar), None
+    return replace(b, width=wgsl_source.element_width(var.type)), None
 
 
 def _against_shader(
-    entry: str | None, bindings: list[Binding], shader: str, errors: list[str]
+    entry: str | None, bindings: list[Binding], info: wgsl_source.ShaderInfo, errors: list[str]
 ) -> list[Binding]:
-    info = wgsl_source.scan(shader)
     errors.extend(info.errors)
     if entry is not None and entry not in info.entries:
         found = ", ".join(info.entries) or "none"
@@ -226,8 +343,15 @@ def build_plan(shader: Any, manifest: Any) -> tuple[Plan | None, list[str]]:
     workgroups = None
     if "workgroups" in manifest:
         workgroups = parse_workgroups(manifest["workgroups"], errors)
+    if workgroups is not None:
+        inputs = {b.name for b in bindings if isinstance(b, InputBinding)}
+        for i, expr in enumerate(workgroups):
+            check_sized(expr, inputs, f"workgroups[{i}]", errors)
+    size = None
     if shader_ok:
-        bindings = _against_shader(entry, bindings, shader, errors)
+        info = wgsl_source.scan(shader)
+        bindings = _against_shader(entry, bindings, info, errors)
+        size = info.workgroup_sizes.get(entry) if entry is not None else None
     if errors or entry is None or workgroups is None:
         return None, errors
     by_kind = {
@@ -244,6 +368,7 @@ def build_plan(shader: Any, manifest: Any) -> tuple[Plan | None, list[str]]:
         scalars=tuple(
             (name, *_RANGES[scalar]) for u in by_kind[UniformBinding] for name, scalar in u.fields
         ),
+        workgroup_size=size,
     ), []
 
 

@@ -24,6 +24,11 @@ _ARRAY = re.compile(
 )
 _COMMENT = re.compile(r"/\*|\*/|//")
 _INT = re.compile(r"^\s*(\d+)[iu]?\s*$")
+# module-scope constants a @workgroup_size may name: const N = 64u; override N: u32 = 64;
+_CONST = re.compile(
+    r"(?:^|[;}\s])(?:const|override)\s+([A-Za-z_]\w*)\s*(?::\s*[iu]32\s*)?=\s*(\d+)[iu]?\s*;"
+)
+_WIDTH = re.compile(r"^array<(?:atomic<)?vec([234])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,9 @@ class ShaderInfo:
     bindings: list[ShaderVar] = field(default_factory=list)
     structs: dict[str, list[tuple[str, str]] | None] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # each @compute function's @workgroup_size (x, y, z); None where it is not made of
+    # integer literals and simple module-scope constants, so only the GPU knows it
+    workgroup_sizes: dict[str, tuple[int, int, int] | None] = field(default_factory=dict)
 
 
 def strip_comments(source: str) -> str:
@@ -76,6 +84,31 @@ def element_scalar(type_text: str) -> str | None:
         return None
     scalar, atomic, vector, short = match.groups()
     return scalar or atomic or vector or f"{short}32"
+
+
+def element_width(type_text: str) -> int:
+    """Scalars per array element: 4 for ``array<vec4<f32>>``, 1 for ``array<f32>``."""
+    match = _WIDTH.match(_compact(type_text))
+    return 1 if match is None else int(match.group(1))
+
+
+def _workgroup_size(args: str, constants: dict[str, int]) -> tuple[int, int, int] | None:
+    sizes: list[int] = []
+    for part in args.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        literal = _INT.match(part)
+        if literal is not None:
+            sizes.append(int(literal.group(1)))
+        elif part in constants:
+            sizes.append(constants[part])
+        else:
+            return None
+    if not 1 <= len(sizes) <= 3:
+        return None
+    x, y, z = (*sizes, 1, 1)[:3]
+    return (x, y, z)
 
 
 def _compact(text: str) -> str:
@@ -120,9 +153,13 @@ def scan(source: str) -> ShaderInfo:
     """Entry points, group bindings and structs declared in ``source``."""
     text = strip_comments(source)
     info = ShaderInfo()
+    constants = {name: int(value) for name, value in _CONST.findall(text)}
     for attrs, name in _FN.findall(text):
-        if "compute" in _attributes(attrs):
+        found = _attributes(attrs)
+        if "compute" in found:
             info.entries.append(name)
+            size = found.get("workgroup_size")
+            info.workgroup_sizes[name] = None if size is None else _workgroup_size(size, constants)
     for attrs, template, name, type_text in _VAR.findall(text):
         _scan_var(attrs, template, name, type_text, info)
     for name, body in _STRUCT.findall(text):
