@@ -276,7 +276,7 @@ def test_token_commands_use_the_database(tmp_path: Path, capsys) -> None:
     assert token.startswith("tg_") and len(token) > 30
     assert cli.main(["token", "list", *data]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[0].split() == ["ID", "ROLE", "NAME", "CREATED", "REVOKED"]
+    assert rows[0].split() == ["ID", "ROLE", "NAME", "CREATED", "REVOKED", "EXPIRES"]
     assert rows[1].split()[:3] == ["1", "operator", "lab"]
     assert token not in "\n".join(rows)
 

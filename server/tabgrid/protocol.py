@@ -240,6 +240,16 @@ class JobList(Struct):
     jobs: list[JobStatus]
 
 
+class UnitWorker(Struct):
+    """One replica of a unit: the worker it went to and what became of it (leased, returned,
+    valid = agreed with the accepted result, invalid = disagreed, error, released)."""
+
+    worker: str
+    state: str
+    error: str | None = None
+    elapsed_ms: float | None = None
+
+
 class UnitInfo(Struct):
     index: int
     state: UnitState
@@ -248,6 +258,26 @@ class UnitInfo(Struct):
     outputs: dict[str, Output] | None = None
     error: str | None = None
     waiting: str | None = None
+    workers: list[UnitWorker] = []
+
+
+class JobSummary(Struct):
+    """What a job cost: wall time from submission, GPU time the workers reported, useful work
+    (GFLOP of the validated units, once each) and credit granted (GFLOP per valid replica)."""
+
+    id: int
+    state: JobState
+    units: int
+    wall_s: float
+    compute_s: float
+    gflop: float
+    credit: float
+    replicas: int
+    replicas_per_unit: float
+    valid: int = 0
+    invalid: int = 0
+    errors: int = 0
+    workers: int = 0
 
 
 class UnitPage(Struct):
@@ -265,6 +295,8 @@ class UnitResultLine(Struct):
 class TokenCreate(Struct, frozen=True, forbid_unknown_fields=True):
     role: Literal["submitter", "operator"]
     name: Label = ""
+    # Seconds from now until the token stops working; None: it works until revoked.
+    expires_in_s: Annotated[float, Meta(ge=1, le=10 * 365 * 86400)] | None = None
 
 
 class TokenCreated(Struct):
@@ -272,6 +304,7 @@ class TokenCreated(Struct):
     role: str
     name: str
     token: str
+    expires_at: float | None = None
 
 
 class BlobStored(Struct):
@@ -311,6 +344,7 @@ class TokenInfo(Struct):
     role: str
     created_at: float
     revoked_at: float | None = None
+    expires_at: float | None = None
 
 
 class TokenList(Struct):

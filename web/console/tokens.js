@@ -49,11 +49,14 @@ export class TokensPanel {
   async #create() {
     const name = $('token-name').value.trim();
     const role = $('token-role').value;
+    const expires = $('token-expires').value;
     if (!name) return;
     const button = $('token-create');
     button.disabled = true;
+    const body = { role, name };
+    if (expires) body.expires_in_s = Number(expires);
     try {
-      const created = await api('POST', '/api/v1/tokens', { role, name });
+      const created = await api('POST', '/api/v1/tokens', body);
       $('token-value').value = created.token;
       setHidden($('token-created'), false);
       $('token-value').select();
@@ -117,6 +120,7 @@ function createRow(t) {
     el('td', {}, el('span', { class: 'badge' })),
     el('td'),
     el('td'),
+    el('td'),
     el(
       'td',
       { class: 'actions' },
@@ -132,12 +136,20 @@ function createRow(t) {
 
 function updateRow(row, t) {
   const c = row.cells;
-  row.classList.toggle('revoked', t.revoked_at != null);
+  const expired = t.expires_at != null && t.expires_at * 1000 <= Date.now();
+  row.classList.toggle('revoked', t.revoked_at != null || expired);
   setText(c[0], t.id);
   setText(c[1], t.name || fmt.DASH);
   setText(c[2].firstChild, t.role);
   c[2].firstChild.dataset.role = t.role;
   setText(c[3], fmt.when(t.created_at));
   setText(c[4], t.revoked_at == null ? fmt.DASH : fmt.when(t.revoked_at));
-  setHidden(c[5].firstChild, t.revoked_at != null);
+  setText(c[5], expiry(t, expired));
+  setHidden(c[6].firstChild, t.revoked_at != null);
+}
+
+// "never", the date, or the date and "(expired)": an expired token is refused with a 401.
+export function expiry(t, expired) {
+  if (t.expires_at == null) return 'never';
+  return expired ? `${fmt.when(t.expires_at)} (expired)` : fmt.when(t.expires_at);
 }

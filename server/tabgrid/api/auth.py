@@ -79,8 +79,15 @@ async def principal(request: Request, *roles: str) -> Principal:
 
 
 async def _lookup(request: Request, token: str) -> Principal:
-    who = await services(request).store.run(tokens.lookup, token)
+    store = services(request).store
+    who = await store.run(tokens.lookup, token)
     if who is None:
+        expired = await store.run(tokens.expired_at, token)
+        if expired is not None:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expired))
+            raise _unauthorized(
+                f"the token expired at {when}: ask an operator for a new one", _INVALID
+            )
         raise _unauthorized(
             "the token is unknown or was revoked: ask an operator for a new one", _INVALID
         )

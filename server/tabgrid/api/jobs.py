@@ -1,4 +1,5 @@
-"""Batch jobs over HTTP: submit, watch, page through units and results, cancel, delete.
+"""Batch jobs over HTTP: submit, watch, page through units and results, cancel, retry,
+delete, and a job's summary (time, GFLOP, credit, replicas).
 
 A submitter sees only its own jobs: another owner's job answers 404, exactly like a job that
 does not exist, so ids reveal nothing. Operators see every job.
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from tabgrid import kernels
 from tabgrid.api import auth, submission
 from tabgrid.api import blobs as api_blobs
 from tabgrid.api.auth import while_authorised
@@ -32,12 +34,15 @@ from tabgrid.api.io import (
 )
 from tabgrid.api.openapi import Query
 from tabgrid.api.problems import ProblemError, not_found
+from tabgrid.coordinator.rules import credit
 from tabgrid.protocol import (
     INT32_MAX,
     JobList,
     JobState,
     JobStatus,
     JobSubmit,
+    JobSummary,
+    NoBody,
     Output,
     Policy,
     UnitPage,
@@ -45,6 +50,7 @@ from tabgrid.protocol import (
     UnitState,
 )
 from tabgrid.store import audit, jobs, tokens
+from tabgrid.store.codec import loads_inputs
 from tabgrid.store.tokens import Principal
 
 RESULTS_PAGE = 1000
@@ -270,7 +276,94 @@ async def _event_stream(request: Request, who: Principal, status: JobStatus) -> 
         status = latest
 
 
+async def summary(request: Request) -> Response:
+    who = auth.caller(request)
+    job_id = path_int(request, "id")
+    found = await services(request).store.run(_summary_rows, job_id, who)
+    if found is None:
+        raise _missing(job_id)
+    job, rows = found
+    return json_response(await asyncio.to_thread(_summarise, job, rows, time.time()))
+
+
+def _summary_rows(conn: Connection, job_id: int, who: Principal) -> tuple[dict, dict] | None:
+    job = _visible(conn, job_id, who)
+    return None if job is None else (job, jobs.summary_rows(conn, job_id))
+
+
+def _summarise(job: dict, rows: dict, now: float) -> JobSummary:
+    """GFLOP: each validated unit's work once, by its kernel's own count (the one credit is
+    granted by); credit: that work once per valid replica, as the workers were paid."""
+    try:
+        kernel = kernels.get(job["kernel"])
+    except Exception:  # a kernel this coordinator no longer has: no work to count
+        kernel = None
+    job_params = msgspec.json.decode(job["params"])
+    job_inputs = loads_inputs(job["inputs"])
+    gflop = paid = 0.0
+    for params, inputs, state, valid in rows["units"]:
+        if kernel is None or (state != "done" and not valid):
+            continue
+        refs = job_inputs | loads_inputs(inputs)
+        shapes = {k: (r.dtype, tuple(r.shape)) for k, r in refs.items()}
+        work = credit(kernel, job_params | msgspec.json.decode(params), shapes)
+        gflop += work if state == "done" else 0.0
+        paid += work * valid
+    by_state = rows["by_state"]
+    replicas = sum(n for n, _ in by_state.values())
+    start = job["created_at"]
+    return JobSummary(
+        id=job["id"],
+        state=job["state"],
+        units=job["n_units"],
+        wall_s=(job["finished_at"] or now) - start,
+        compute_s=sum(ms for _, ms in by_state.values()) / 1000,
+        gflop=gflop,
+        credit=paid,
+        replicas=replicas,
+        replicas_per_unit=replicas / job["n_units"] if job["n_units"] else 0.0,
+        valid=by_state.get("valid", (0, 0))[0],
+        invalid=by_state.get("invalid", (0, 0))[0],
+        errors=rows["errors"],
+        workers=rows["workers"],
+    )
+
+
 # ---- change -----------------------------------------------------------------------------------
+
+
+async def retry_job(request: Request) -> Response:
+    who = auth.caller(request)
+    svc = services(request)
+    job_id = path_int(request, "id")
+    decode(await read_body(request, 1024, "a retry request") or b"{}", NoBody)
+    status = await svc.store.run(_retry, job_id, who, time.time())
+    if status is None:
+        raise _missing(job_id)
+    svc.scheduler.poke()
+    return json_response(status)
+
+
+def _retry(conn: Connection, job_id: int, who: Principal, now: float) -> JobStatus | None:
+    job = _visible(conn, job_id, who)
+    if job is None:
+        return None
+    if job["state"] not in FINAL:
+        raise ProblemError(
+            409,
+            "Conflict",
+            f"job {job_id} is {job['state']}: only an ended job (done, failed or cancelled) "
+            "has its failed units retried; wait for it to end, or cancel it first",
+        )
+    quorum = msgspec.json.decode(job["policy"], type=Policy).quorum
+    n = jobs.retry_failed(conn, job_id, quorum, now)
+    if n == 0:
+        raise ProblemError(
+            409, "Conflict", f"job {job_id} has no failed units to retry (it is {job['state']})"
+        )
+    if who.is_operator and job["owner_id"] != who.id:
+        audit.record(conn, who, "retry", f"job {job_id}", f"{n} failed unit(s) retried", now)
+    return _status_of(conn, jobs.job_record(conn, job_id) or job, now)
 
 
 async def cancel_job(request: Request) -> Response:

@@ -176,16 +176,23 @@ async def create_token(request: Request) -> Response:
     svc = services(request)
     body = await read_body(request, svc.settings.limits.max_body)
     want = decode(body, TokenCreate, _token_decoder)
-    token_id, token = await svc.store.run(_create_token, want, who, time.time())
-    created = TokenCreated(id=token_id, role=want.role, name=want.name, token=token)
+    now = time.time()
+    expires = None if want.expires_in_s is None else now + want.expires_in_s
+    token_id, token = await svc.store.run(_create_token, want, who, now, expires)
+    created = TokenCreated(
+        id=token_id, role=want.role, name=want.name, token=token, expires_at=expires
+    )
     return json_response(created, 201, NO_STORE)  # the secret, once: no cache may keep it
 
 
 def _create_token(
-    conn: Connection, want: TokenCreate, who: Principal, now: float
+    conn: Connection, want: TokenCreate, who: Principal, now: float, expires: float | None
 ) -> tuple[int, str]:
-    token_id, token = tokens.create(conn, want.role, want.name, now)
-    audit.record(conn, who, "create token", f"token {token_id}", f"{want.role} {want.name!r}", now)
+    token_id, token = tokens.create(conn, want.role, want.name, now, expires)
+    detail = f"{want.role} {want.name!r}"
+    if expires is not None:
+        detail += f", expires {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(expires))}"
+    audit.record(conn, who, "create token", f"token {token_id}", detail, now)
     return token_id, token
 
 

@@ -24,6 +24,7 @@ from tabgrid.protocol import (
     JobList,
     JobStatus,
     JobSubmit,
+    JobSummary,
     Output,
     Policy,
     Problem,
@@ -283,6 +284,14 @@ class Client:
 
     def cancel(self, job_id: int) -> JobStatus:
         return self._json("POST", f"/jobs/{job_id}/cancel", JobStatus)
+
+    def retry(self, job_id: int) -> JobStatus:
+        """Put an ended job's failed units back to pending, each with a new replica budget."""
+        return self._json("POST", f"/jobs/{job_id}/retry", JobStatus)
+
+    def summary(self, job_id: int) -> JobSummary:
+        """Wall time, reported GPU time, GFLOP, credit granted, replicas per unit."""
+        return self._json("GET", f"/jobs/{job_id}/summary", JobSummary)
 
     def delete(self, job_id: int) -> None:
         """Retire a job; the coordinator frees blobs nothing else references."""

@@ -14,10 +14,12 @@ class Store(Db):
         super().__init__(make_engine(url))
         create_schema(self.engine)
 
-    def create_token(self, role: str, name: str = "") -> tuple[int, str]:
+    def create_token(
+        self, role: str, name: str = "", expires_at: float | None = None
+    ) -> tuple[int, str]:
         from tabgrid.store import tokens
 
-        return self.tx(tokens.create, role, name, time.time())
+        return self.tx(tokens.create, role, name, time.time(), expires_at)
 
 
 def open_store(url: str) -> Store:

@@ -8,10 +8,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, case, delete, func, insert, select, update
 
 from tabgrid.protocol import BlobRef as BlobRefMsg
-from tabgrid.protocol import JobStatus, JobSubmit, Output, Policy, UnitCounts, UnitInfo
+from tabgrid.protocol import (
+    JobStatus,
+    JobSubmit,
+    Output,
+    Policy,
+    UnitCounts,
+    UnitInfo,
+    UnitWorker,
+)
 from tabgrid.store import uploads
 from tabgrid.store.codec import dumps, loads_inputs, loads_outputs
 from tabgrid.store.notify import announce
@@ -176,6 +184,8 @@ def list_units(
     q = select(U).where(U.c.job_id == job_id, U.c.idx > after).order_by(U.c.idx).limit(limit)
     if state is not None:
         q = q.where(U.c.state == state)
+    rows = list(conn.execute(q).mappings())
+    workers = _replica_workers(conn, [r["id"] for r in rows])
     return [
         UnitInfo(
             index=r["idx"],
@@ -185,9 +195,110 @@ def list_units(
             outputs=loads_outputs(r["outputs"]) if r["outputs"] else None,
             error=r["error"],
             waiting=_waiting(r["state"], r["results"], r["inflight"], quorum),
+            workers=workers.get(r["id"], []),
         )
-        for r in conn.execute(q).mappings()
+        for r in rows
     ]
+
+
+def _replica_workers(conn: Connection, unit_ids: list[int]) -> dict[int, list[UnitWorker]]:
+    """Each unit's replicas, oldest first: the worker (its id, as the console shows it) and
+    the replica's state; 'valid' ones agreed with the accepted result."""
+    found: dict[int, list[UnitWorker]] = {}
+    cols = (R.c.unit_id, R.c.worker_id, R.c.state, R.c.error, R.c.elapsed_ms)
+    for chunk in _chunks(unit_ids, 500):
+        q = select(*cols).where(R.c.unit_id.in_(chunk)).order_by(R.c.id)
+        for unit_id, worker, state, error, elapsed in conn.execute(q):
+            found.setdefault(unit_id, []).append(UnitWorker(worker, state, error, elapsed))
+    return found
+
+
+def retry_failed(conn: Connection, job_id: int, quorum: int, now: float) -> int:
+    """Puts an ended job's failed units back (pending, or validating where results are in)
+    with a fresh replica budget (issued
+    counts from 0 again) and the job back to running; returns how many units went back.
+
+    The workers whose replicas ended in an error may take the unit again (those replicas
+    become 'released', keeping their error); results already returned still count towards
+    the quorum, and workers that returned one are not given the unit twice.
+    """
+    failed = [
+        uid
+        for (uid,) in conn.execute(
+            select(U.c.id)
+            .where(U.c.job_id == job_id, U.c.state == "failed")
+            .order_by(U.c.id)
+            .with_for_update()
+        )
+    ]
+    if not failed:
+        return 0
+    for chunk in _chunks(failed, 500):
+        conn.execute(
+            update(R).where(R.c.unit_id.in_(chunk), R.c.state == "error").values(state="released")
+        )
+        conn.execute(
+            update(U)
+            .where(U.c.id.in_(chunk))
+            .values(
+                # As UnitRow.derive_state has it: results already in mean 'validating'.
+                state=case((U.c.results > 0, "validating"), else_="pending"),
+                # At least one new replica; as many as the quorum still lacks.
+                want=func.max(quorum - U.c.results, 1)
+                if conn.dialect.name == "sqlite"
+                else func.greatest(quorum - U.c.results, 1),
+                issued=0,
+                inflight=0,
+                error=None,
+                updated_at=now,
+            )
+        )
+    conn.execute(
+        update(J)
+        .where(J.c.id == job_id)
+        .values(
+            state="running",
+            open_units=J.c.open_units + len(failed),
+            failed_units=J.c.failed_units - len(failed),
+            finished_at=None,
+            updated_at=now,
+        )
+    )
+    announce(conn)
+    return len(failed)
+
+
+def summary_rows(conn: Connection, job_id: int) -> dict[str, Any]:
+    """What a job's summary is made of: replica tallies, reported GPU time, and the params and
+    inputs of each unit with its count of valid replicas (for GFLOP and credit)."""
+    tally = conn.execute(
+        select(R.c.state, func.count(), func.sum(R.c.elapsed_ms))
+        .where(R.c.job_id == job_id)
+        .group_by(R.c.state)
+    ).all()
+    workers, errors = conn.execute(
+        select(
+            func.count(func.distinct(R.c.worker_id)),
+            func.count(R.c.error),  # errors stay counted after a retry releases their replicas
+        ).where(R.c.job_id == job_id)
+    ).one()
+    valid = (
+        select(R.c.unit_id, func.count().label("n"))
+        .where(R.c.job_id == job_id, R.c.state == "valid")
+        .group_by(R.c.unit_id)
+        .subquery()
+    )
+    units = conn.execute(
+        select(U.c.params, U.c.inputs, U.c.state, func.coalesce(valid.c.n, 0))
+        .select_from(U.outerjoin(valid, valid.c.unit_id == U.c.id))
+        .where(U.c.job_id == job_id)
+    ).all()
+    return {
+        "by_state": {state: (n, ms or 0.0) for state, n, ms in tally},
+        "workers": workers,
+        "errors": errors,
+        "units": [tuple(u) for u in units],
+    }
 
 
 def done_outputs(

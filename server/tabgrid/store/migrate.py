@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, MetaData, Table, inspect, text
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("workers", "ban_reason", "VARCHAR"),
     ("workers", "draining", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("tokens", "expires_at", "FLOAT"),
 )
 
 

@@ -19,6 +19,7 @@ class Token(SQLModel, table=True):
     hash: str = Field(unique=True)
     created_at: float
     revoked_at: float | None = None
+    expires_at: float | None = None  # None: valid until revoked
 
 
 class Job(SQLModel, table=True):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from tabgrid.store.tables import Token
 
@@ -31,21 +32,41 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create(conn: Connection, role: str, name: str, now: float) -> tuple[int, str]:
+def create(
+    conn: Connection, role: str, name: str, now: float, expires_at: float | None = None
+) -> tuple[int, str]:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    if expires_at is not None and expires_at <= now:
+        raise ValueError("a token's expiry must lie in the future")
     token = PREFIX + secrets.token_urlsafe(32)
+    values = {"name": name, "role": role, "hash": _hash(token), "created_at": now}
     tid = conn.execute(
-        insert(T).values(name=name, role=role, hash=_hash(token), created_at=now).returning(T.c.id)
+        insert(T).values(**values, expires_at=expires_at).returning(T.c.id)
     ).scalar_one()
     return tid, token
 
 
-def lookup(conn: Connection, token: str) -> Principal | None:
+def lookup(conn: Connection, token: str, now: float | None = None) -> Principal | None:
+    """The holder of a token that is neither revoked nor expired."""
+    now = time.time() if now is None else now
     row = conn.execute(
-        select(T.c.id, T.c.name, T.c.role).where(T.c.hash == _hash(token), T.c.revoked_at.is_(None))
+        select(T.c.id, T.c.name, T.c.role).where(
+            T.c.hash == _hash(token),
+            T.c.revoked_at.is_(None),
+            or_(T.c.expires_at.is_(None), T.c.expires_at > now),
+        )
     ).first()
     return Principal(*row) if row else None
+
+
+def expired_at(conn: Connection, token: str, now: float | None = None) -> float | None:
+    """When a known, unrevoked token expired (None when it did not): for the 401's message."""
+    now = time.time() if now is None else now
+    q = select(T.c.expires_at).where(
+        T.c.hash == _hash(token), T.c.revoked_at.is_(None), T.c.expires_at <= now
+    )
+    return conn.execute(q).scalar()
 
 
 def revoke(conn: Connection, token_id: int, now: float) -> bool:
@@ -56,7 +77,9 @@ def revoke(conn: Connection, token_id: int, now: float) -> bool:
 
 
 def list_all(conn: Connection) -> list[dict]:
-    q = select(T.c.id, T.c.name, T.c.role, T.c.created_at, T.c.revoked_at).order_by(T.c.id)
+    q = select(T.c.id, T.c.name, T.c.role, T.c.created_at, T.c.revoked_at, T.c.expires_at).order_by(
+        T.c.id
+    )
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
