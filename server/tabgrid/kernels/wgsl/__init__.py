@@ -8,8 +8,7 @@ submitter Python runs on a volunteer's machine: only the shader, through WebGPU.
 from __future__ import annotations
 
 import struct
-from array import array
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tabgrid.kernels.wgsl.manifest import DTYPES, UniformBinding
@@ -24,6 +23,8 @@ _PACK = {"f32": "f", "i32": "i", "u32": "I"}
 # What an output buffer holds in the check run (see _unwritten): a quiet NaN with a payload
 # no arithmetic produces, for f32; for integers a value a shader is unlikely to write.
 SENTINEL = 0x7FC0FFEE
+_MARK = struct.pack("<I", SENTINEL)
+_ZERO = bytes(4)
 
 
 def _plan(params: Mapping[str, Any]) -> tuple[Plan | None, list[str]]:
@@ -58,10 +59,15 @@ def _sizes(
     return lengths, (counts[0], counts[1], counts[2])
 
 
-def _zeros(data: bytes) -> array:
-    """The indices of the 4-byte elements of ``data`` that are all zero bits."""
-    words = array("I", data)
-    return array("I", (i for i, w in enumerate(words) if w == 0)) if 0 in words else array("I")
+def _words(data: bytes, word: bytes) -> Iterator[int]:
+    """The indices of the 4-byte elements of ``data`` equal to ``word`` (searched in C)."""
+    at = data.find(word)
+    while at >= 0:
+        if at % 4 == 0:
+            yield at // 4
+            at = data.find(word, at + 4)
+        else:
+            at = data.find(word, at + 4 - at % 4)
 
 
 def _unwritten_problem(name: str, length: int, never: list[int]) -> str:
@@ -133,22 +139,23 @@ async def _check_written(
     the second run costs one more dispatch only for units whose outputs hold exact zeros.
     """
     candidates = {
-        out.binding: (out, zeros)
+        out.binding: out
         for out in plan.outputs
-        if out.written_by != "any" and len(zeros := _zeros(data[out.name]))
+        if out.written_by != "any" and next(_words(data[out.name], _ZERO), None) is not None
     }
     if not candidates:
         return
     again = dict(bound)
-    for number, (out, _) in candidates.items():
-        fill = struct.pack("<I", SENTINEL) * lengths[out.name]
+    for number, out in candidates.items():
+        fill = _MARK * lengths[out.name]
         again[number] = await gpu.upload(fill)
         owned.append(again[number])
     await gpu.dispatch(params["shader"], plan.entry, again, workgroups)
     problems = []
-    for number, (out, zeros) in candidates.items():
-        words = array("I", await gpu.read(again[number]))
-        never = [i for i in zeros if words[i] == SENTINEL]
+    for number, out in candidates.items():
+        first = data[out.name]
+        marked = await gpu.read(again[number])
+        never = [i for i in _words(marked, _MARK) if first[4 * i : 4 * i + 4] == _ZERO]
         if never:
             problems.append(_unwritten_problem(out.name, lengths[out.name], never))
     if problems:

@@ -174,21 +174,24 @@ def _shown(counts: Iterable[int]) -> str:
     return "[" + ", ".join(map(str, counts)) + "]"
 
 
-def _elements(out: OutputBinding, length: int) -> tuple[int, str]:
-    """How many array elements ``length`` scalars fill, and how to say so."""
+def _held(out: OutputBinding, length: int, needed: int) -> str:
+    """How to say how many elements an output has (and vectors, for a vector array)."""
     if out.width == 1:
-        return length, f"{length} elements"
-    needed = -(-length // out.width)
-    return needed, f"{length} elements ({needed} vec{out.width})"
+        return f"{length} elements"
+    return f"{length} elements ({needed} vec{out.width})"
 
 
 def _per_invocation(
     out: OutputBinding, length: int, counts: list[int], size: tuple[int, int, int]
 ) -> str | None:
-    needed, held = _elements(out, length)
-    invocations = prod(counts) * prod(size)
-    dispatch = f"workgroups {_shown(counts)} × @workgroup_size{tuple(size)} = {invocations}"
+    # formatted only for a problem: this runs for every unit of a job
+    needed = length if out.width == 1 else -(-length // out.width)
+    invocations = counts[0] * counts[1] * counts[2] * size[0] * size[1] * size[2]
     one_d = counts[1] == counts[2] == size[1] == size[2] == 1
+    if invocations >= needed and not (one_d and invocations >= needed + size[0]):
+        return None
+    held = _held(out, length, needed)
+    dispatch = f"workgroups {_shown(counts)} × @workgroup_size{tuple(size)} = {invocations}"
     fits = -(-needed // size[0])
     if invocations < needed:
         hint = (
@@ -201,22 +204,23 @@ def _per_invocation(
             f'{needed - invocations} would stay zero: {hint}, or declare "written_by": '
             f'"any" if each invocation writes several'
         )
-    if one_d and invocations >= needed + size[0]:
-        idle = (invocations - needed) // size[0]
-        return (
-            f"output {out.name!r} has {held}, but {dispatch} invocations write one each: "
-            f"{idle} whole workgroup(s) have no element to write, so the shader's writes "
-            f"past the end are dropped (or land on other elements): make its 'length' cover "
-            f"every element the shader writes (up to {invocations * out.width}), dispatch "
-            f'ceil({needed} / {size[0]}) = {fits} workgroups, or declare "written_by": '
-            f'"workgroup" (one element per workgroup) or "any"'
-        )
-    return None
+    idle = (invocations - needed) // size[0]
+    return (
+        f"output {out.name!r} has {held}, but {dispatch} invocations write one each: "
+        f"{idle} whole workgroup(s) have no element to write, so the shader's writes "
+        f"past the end are dropped (or land on other elements): make its 'length' cover "
+        f"every element the shader writes (up to {invocations * out.width}), dispatch "
+        f'ceil({needed} / {size[0]}) = {fits} workgroups, or declare "written_by": '
+        f'"workgroup" (one element per workgroup) or "any"'
+    )
 
 
 def _per_workgroup(out: OutputBinding, length: int, counts: list[int]) -> str | None:
-    needed, held = _elements(out, length)
-    groups = prod(counts)
+    needed = length if out.width == 1 else -(-length // out.width)
+    groups = counts[0] * counts[1] * counts[2]
+    if groups == needed:
+        return None
+    held = _held(out, length, needed)
     dispatch = f"workgroups {_shown(counts)} = {groups} workgroups"
     if groups < needed:
         return (
@@ -224,13 +228,11 @@ def _per_workgroup(out: OutputBinding, length: int, counts: list[int]) -> str | 
             f"{dispatch} leave {needed - groups} at zero: make its 'length' "
             f"{groups * out.width} or dispatch {needed} workgroups"
         )
-    if groups > needed:
-        return (
-            f"output {out.name!r} is written one element per workgroup but has {held} for "
-            f"{dispatch}: {groups - needed} workgroups' elements would be dropped; make its "
-            f"'length' {groups * out.width} (the workgroups' product)"
-        )
-    return None
+    return (
+        f"output {out.name!r} is written one element per workgroup but has {held} for "
+        f"{dispatch}: {groups - needed} workgroups' elements would be dropped; make its "
+        f"'length' {groups * out.width} (the workgroups' product)"
+    )
 
 
 def _uniform_problem(name: str, value: Any, real: bool) -> str:
