@@ -217,3 +217,38 @@ def test_a_token_for_a_database_no_coordinator_has_is_warned(tmp_path: Path, cap
         "only accepts tokens from its own database: pass the --data (or --db) it runs with "
         "(beside ./dev demo: --data tabgrid-demo)\n"
     )
+
+
+def test_the_console_shows_each_tokens_expiry() -> None:
+    """web/console/tokens.js's Expires cell, run in Node as the browser runs the module."""
+    import json
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed (./dev bundle needs it too)")
+    script = """
+import { expiry } from './web/console/tokens.js';
+import { when } from './web/console/format.js';
+const later = Date.now() / 1000 + 86400;
+console.log(JSON.stringify({
+  never: expiry({ expires_at: null }, false),
+  expired: expiry({ expires_at: 1e9 }, true),
+  expiredWhen: when(1e9),
+  live: expiry({ expires_at: later }, false),
+  liveWhen: when(later),
+}));
+"""
+    run = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    shown = json.loads(run.stdout)
+    assert shown["never"] == "never"
+    assert shown["expired"] == f"{shown['expiredWhen']} (expired)"
+    assert shown["live"] == shown["liveWhen"] and "expired" not in shown["live"]
