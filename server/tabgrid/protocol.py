@@ -88,6 +88,9 @@ class ResultItem(Struct, frozen=True):
     outputs: Annotated[dict[Name, Output], Meta(max_length=32)] | None = None
     error: Annotated[str, Meta(max_length=4000, pattern=NO_NUL)] | None = None
     elapsed_ms: Annotated[float, Meta(ge=0, le=1e9)] = 0.0
+    # "deterministic": the worker says the error is the shader's own (compile or validation),
+    # the same on every GPU. A claim only: the validator confirms it before failing anything.
+    error_kind: Literal["", "deterministic"] = ""
 
 
 class Result(Struct, tag="result", frozen=True):
@@ -234,6 +237,11 @@ class JobStatus(Struct):
     finished_at: float | None = None
     rate: float = 0.0
     eta_s: float | None = None
+    # Set while the job cannot progress as things stand (no unit leased or returned for a
+    # while, none in flight): why, and what would unblock it. Client.wait raises on it.
+    stalled: str | None = None
+    # The first failed unit's error (by index), when a unit failed: the console shows it.
+    error: str | None = None
 
 
 class JobList(Struct):
@@ -314,6 +322,15 @@ class BlobStored(Struct):
 
 class Health(Struct):
     status: str
+
+
+class ServerLimits(Struct):
+    """What one submission may be (GET /api/v1/limits): the SDK splits a larger job into
+    several, or refuses it before uploading anything."""
+
+    max_units: int  # units in one job
+    max_body: int  # bytes of one request body: a job submission
+    max_blob: int  # bytes of one blob
 
 
 # ---- operator bodies (the console and scripts) ----------------------------------------------

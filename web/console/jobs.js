@@ -104,7 +104,7 @@ function createRow(job) {
     ),
     el('td', { class: 'owner' }),
     el('td', { class: 'kernel' }),
-    el('td', { class: 'state' }, el('span', { class: 'badge' })),
+    el('td', { class: 'state' }, el('span', { class: 'badge' }), el('div', { class: 'state-note' })),
     el(
       'td',
       { class: 'priority-cell' },
@@ -152,6 +152,10 @@ function updateRow(row, job) {
   const badge = cells[4].firstChild;
   setText(badge, job.state);
   badge.dataset.state = job.state;
+  // Why a job cannot progress, or its first failed unit's error (a shader's compiler message).
+  const note = job.stalled ? `stalled: ${job.stalled}` : (job.error ?? '');
+  setText(cells[4].lastChild, note.length > 160 ? `${note.slice(0, 157)}...` : note);
+  setAttr(cells[4], 'title', note || null);
 
   const input = cells[5].querySelector('input');
   const editing = input.dataset.dirty || document.activeElement === input;

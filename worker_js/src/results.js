@@ -6,10 +6,14 @@ import { base64, hex, sha256 } from './digest.js';
 const MAX_ERROR_CHARS = 4000;
 const UPLOAD_TRIES = 3;
 
-export function errorItem(lease, error, ms = 0) {
+export function errorItem(lease, error, ms = 0, kind = '') {
   let text = String(error);
   if (text.length > MAX_ERROR_CHARS) text = `${text.slice(0, MAX_ERROR_CHARS - 3)}...`;
-  return { lease, error: text, elapsed_ms: round(ms) };
+  const item = { lease, error: text, elapsed_ms: round(ms) };
+  // 'deterministic': the shader failed to compile or validate (runtime/errors.py); a claim the
+  // coordinator confirms before it fails anything.
+  if (kind === 'deterministic') item.error_kind = kind;
+  return item;
 }
 
 function round(ms) {

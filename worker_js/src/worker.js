@@ -237,7 +237,7 @@ class VolunteerWorker {
       this.busy.add(t0, t1);
       this.lastBusyMs = t1 - t0;
       if (result.error !== undefined) {
-        item = errorItem(lease.lease, result.error, result.ms);
+        item = errorItem(lease.lease, result.error, result.ms, result.kind ?? '');
         log('warn', `unit ${lease.unit} of job ${lease.job} failed: ${result.error.split('\n')[0]}`);
       } else {
         item = await outputsItem(lease.lease, result.outputs, result.ms, this.uploadContext());

@@ -83,7 +83,9 @@ def too_large(what: str, limit: int, size: int | None = None) -> ProblemError:
     return ProblemError(
         413,
         "Content Too Large",
-        f"{what} may be at most {limit} bytes{got}; the coordinator's limit is a setting",
+        f"{what} may be at most {limit} bytes{got}: split it into several smaller ones "
+        f"(the SDK's submit(split=True) does, within GET /api/v1/limits), or ask the "
+        f"coordinator's operator to raise max_body (or max_blob for a blob)",
     )
 
 

@@ -35,6 +35,7 @@ from tabgrid.protocol import (
     JobSummary,
     NoBody,
     PriorityRequest,
+    ServerLimits,
     TokenCreate,
     TokenCreated,
     TokenList,
@@ -57,6 +58,13 @@ async def healthz(request: Request) -> Response:
             503, "Service Unavailable", f"the database does not answer: {type(e).__name__}"
         ) from None
     return json_response(Health(status="ok"))
+
+
+async def limits(request: Request) -> Response:
+    got = services(request).settings.limits
+    return json_response(
+        ServerLimits(max_units=got.max_units, max_body=got.max_body, max_blob=got.max_blob)
+    )
 
 
 async def openapi_json(request: Request) -> Response:
@@ -125,6 +133,15 @@ ENDPOINTS: list[Endpoint] = [
         status=201,
         also=(200,),
         problems=(400, 413, 422),
+        role=Role.SUBMITTER,
+    ),
+    Endpoint(
+        "GET",
+        f"{PREFIX}/limits",
+        limits,
+        "What one submission may be: units per job, bytes per request body and per blob (the "
+        "SDK splits a larger job into several, or refuses it before uploading)",
+        returns=ServerLimits,
         role=Role.SUBMITTER,
     ),
     Endpoint(

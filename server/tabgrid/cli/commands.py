@@ -97,11 +97,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _wait(client: Client, job_id: int, *, progress: bool) -> int:
+    from tabgrid.client.sdk import JobFailed, JobStalled
+
     try:
-        status = client.wait(job_id, progress=progress)
+        status = client.wait(job_id, progress=progress, check=True)
     except KeyboardInterrupt:
         print(f"\njob {job_id} keeps running; see it with: tabgrid jobs", file=sys.stderr)
         return 130
+    except JobStalled as e:
+        print(f"{e}\nthe job keeps its place; wait again once it can progress", file=sys.stderr)
+        return 1
+    except TimeoutError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except JobFailed as e:
+        print(str(e), file=sys.stderr)
+        return 1
     if status.state == "done":
         return 0
     counts = status.counts

@@ -18,7 +18,7 @@ import httpx
 import msgspec
 import numpy as np
 
-from tabgrid.client.progress import TERMINAL_STATES, ProgressBar, ProgressMode, should_draw
+from tabgrid.client.progress import TERMINAL_STATES, ProgressMode, Shown, open_display
 from tabgrid.protocol import (
     BlobRef,
     JobList,
@@ -28,6 +28,7 @@ from tabgrid.protocol import (
     Output,
     Policy,
     Problem,
+    ServerLimits,
     UnitInfo,
     UnitPage,
     UnitResultLine,
@@ -42,6 +43,8 @@ MAX_KNOWN = 100_000
 MAX_SHOWN_ERRORS = 20
 POLL_INTERVAL_S = 1.0
 POLL_RETRIES = 30
+DEFAULT_WAIT_S = 3600.0  # Client.wait gives up after this long unless told otherwise
+SHOWN_FAILURES = 5  # failed units whose errors a JobFailed names
 
 
 class TabgridError(Exception):
@@ -63,6 +66,33 @@ class TabgridError(Exception):
         if len(self.errors) > len(shown):
             text += f"\n  ... and {len(self.errors) - len(shown)} more"
         return text
+
+
+class JobStalled(Exception):
+    """The job cannot progress as things stand (JobStatus.stalled says why); it still exists
+    and resumes by itself when a worker that can take its units connects."""
+
+    def __init__(self, status: JobStatus) -> None:
+        self.status = status
+        super().__init__(f"job {status.id} is stalled: {status.stalled}")
+
+
+class JobFailed(Exception):
+    """``wait(check=True)`` on a job that ended failed: the first failed units' errors."""
+
+    def __init__(self, status: JobStatus, errors: list[tuple[int, str]]) -> None:
+        self.status = status
+        self.errors = errors
+        counts = status.counts
+        text = f"job {status.id} failed: {counts.failed} of {status.units} units failed"
+        text += "".join(f"\n  unit {index}: {error}" for index, error in errors)
+        if counts.failed > len(errors):
+            text += f"\n  ... see every one with: tabgrid units {status.id} --state failed"
+        super().__init__(text)
+
+
+class TooLarge(ValueError):
+    """A submission over the coordinator's limits, refused before anything was uploaded."""
 
 
 def _problem(response: httpx.Response) -> TabgridError:
@@ -173,6 +203,7 @@ class Client:
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
         )
         self._known: set[str] = set()
+        self._limits: ServerLimits | None = None
 
     def __enter__(self) -> Client:
         return self
@@ -247,19 +278,97 @@ class Client:
         policy: Policy | Mapping[str, Any] | None = None,
         name: str = "",
         idempotency_key: str | None = None,
-    ) -> JobStatus:
-        """Submit a job. numpy arrays among the inputs are uploaded first, each once."""
+        split: bool = False,
+    ) -> Any:
+        """Submit a job. numpy arrays among the inputs are uploaded first, each once.
+
+        A job over the coordinator's limits (``limits()``: units per job, bytes per request
+        body) raises TooLarge naming the limit: for too many units before anything is uploaded,
+        for too many bytes before the job is sent. With ``split=True`` such a job goes as
+        several jobs instead and a ``Batch`` of them is returned (one job: its JobStatus), whose
+        ``wait`` and ``results`` follow every part, results indexed as the units were given.
+        """
+        units = list(units)
+        limits = self.limits()
+        if len(units) > limits.max_units and not split:
+            parts = -(-len(units) // limits.max_units)
+            raise TooLarge(
+                f"this job has {len(units)} units, but the coordinator at {self.url} takes at "
+                f"most {limits.max_units} units per job (max_units, GET /api/v1/limits); "
+                f"nothing was uploaded. Pass split=True to submit it as {parts} jobs of one "
+                f"Batch, or submit at most {limits.max_units} units per job"
+            )
         refs = _Refs(self)
+        specs = [refs.unit(unit, index) for index, unit in enumerate(units)]
         body = JobSubmit(
             kernel=kernel,
-            units=[refs.unit(unit, index) for index, unit in enumerate(units)],
+            units=specs,
             params=dict(params or {}),
             inputs=refs.inputs(inputs, "job"),
             policy=_policy(policy),
             name=name,
             idempotency_key=idempotency_key,
         )
-        return self._json("POST", "/jobs", JobStatus, body)
+        encoded = encoder.encode(body)
+        if len(units) <= limits.max_units and len(encoded) <= limits.max_body:
+            return self._post_job(encoded)
+        if not split:
+            raise TooLarge(
+                f"this job's submission is {len(encoded)} bytes, but the coordinator at "
+                f"{self.url} takes at most {limits.max_body} bytes per request (max_body, "
+                f"GET /api/v1/limits); the job was not sent. Pass split=True to submit it as "
+                f"several jobs of one Batch, or move large values from params into inputs "
+                f"(numpy arrays travel as blobs, up to max_blob={limits.max_blob} bytes each)"
+            )
+        return self._submit_parts(body, limits)
+
+    def limits(self) -> ServerLimits:
+        """What one submission may be, as the coordinator publishes it (asked once). A
+        coordinator too old to publish them is taken as unlimited: it refuses by itself."""
+        if self._limits is None:
+            try:
+                self._limits = self._json("GET", "/limits", ServerLimits)
+            except TabgridError as e:
+                if e.status != 404:
+                    raise
+                self._limits = ServerLimits(max_units=1 << 62, max_body=1 << 62, max_blob=1 << 62)
+        return self._limits
+
+    def _post_job(self, encoded: bytes) -> JobStatus:
+        headers = {"content-type": "application/json"}
+        response = self._request("POST", "/jobs", content=encoded, headers=headers)
+        return msgspec.json.decode(response.content, type=JobStatus)
+
+    def _submit_parts(self, body: JobSubmit, limits: ServerLimits) -> Batch:
+        """The units in consecutive parts, each within max_units and max_body."""
+        frame = len(encoder.encode(msgspec.structs.replace(body, units=[]))) + 64
+        room = limits.max_body - frame
+        parts: list[list[UnitSpec]] = [[]]
+        size = 0
+        for index, unit in enumerate(body.units):
+            n = len(encoder.encode(unit)) + 1
+            if n > room:
+                raise TooLarge(
+                    f"unit {index} alone is {n} bytes, more than a submission may hold "
+                    f"(max_body={limits.max_body} bytes, GET /api/v1/limits); move its large "
+                    f"values from params into inputs (numpy arrays travel as blobs)"
+                )
+            if len(parts[-1]) >= limits.max_units or size + n > room:
+                parts.append([])
+                size = 0
+            parts[-1].append(unit)
+            size += n
+        jobs: list[JobStatus] = []
+        offsets: list[int] = []
+        first = 0
+        for i, part in enumerate(parts):
+            label = f"{body.name} [{i + 1}/{len(parts)}]".strip()[:200]
+            key = None if body.idempotency_key is None else f"{body.idempotency_key}/{i}"[:200]
+            piece = msgspec.structs.replace(body, units=part, name=label, idempotency_key=key)
+            jobs.append(self._post_job(encoder.encode(piece)))
+            offsets.append(first)
+            first += len(part)
+        return Batch(self, jobs, offsets)
 
     def job(self, job_id: int) -> JobStatus:
         return self._json("GET", f"/jobs/{job_id}", JobStatus)
@@ -302,29 +411,56 @@ class Client:
     # ---- waiting -----------------------------------------------------------------------
 
     def wait(
-        self, job_id: int, *, progress: ProgressMode = True, timeout: float | None = None
+        self,
+        job_id: int,
+        *,
+        progress: ProgressMode = True,
+        timeout: float | None = DEFAULT_WAIT_S,
+        check: bool = False,
+        display: Shown | None = None,
     ) -> JobStatus:
         """Block until the job is done, failed or cancelled; return its last status.
 
-        Follows the job's event stream, drawing a progress bar on stderr when ``progress`` and
-        stderr is a terminal (or ``progress="always"``). Falls back to polling when the stream
-        drops. Raises TimeoutError after ``timeout`` seconds.
+        Follows the job's event stream, showing progress on stderr where the caller waits
+        (client/progress.py: rich's bars on a terminal, a widget in a Jupyter notebook, a line
+        per interval into a file or a pipe; ``progress="always"``: the one-line bar; False:
+        nothing; ``display``: one shared by several waits). Falls back to polling when the
+        stream drops. Raises JobStalled when the coordinator reports the job cannot progress,
+        TimeoutError after ``timeout`` seconds (None: no limit), and with ``check`` JobFailed
+        naming the failed units' errors when the job failed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = ProgressBar(sys.stderr) if should_draw(progress, sys.stderr) else None
+        bar = display if display is not None else open_display(progress, sys.stderr)
         status: JobStatus | None = None
         try:
-            status = self._follow(job_id, bar, deadline)
-            if status is None:
-                status = self._poll(job_id, bar, deadline)
-            return status
+            try:
+                status = self._follow(job_id, bar, deadline)
+                if status is None:
+                    status = self._poll(job_id, bar, deadline)
+            except JobStalled as e:
+                status = e.status
+                raise
+            except TimeoutError:
+                if timeout is None:
+                    raise
+                raise TimeoutError(
+                    f"job {job_id} did not finish within {timeout:g} s; it keeps running: wait "
+                    f"again, or pass a larger timeout (None: no limit)"
+                ) from None
         finally:
-            if bar is not None:
+            if bar is not None and display is None:
                 bar.close(status)
+            elif bar is not None and status is not None:
+                bar.update(status, force=True)
+        if check and status.state == "failed":
+            errors = [
+                (u.index, u.error or "no error recorded")
+                for u, _ in zip(self.units(job_id, "failed"), range(SHOWN_FAILURES), strict=False)
+            ]
+            raise JobFailed(status, errors)
+        return status
 
-    def _follow(
-        self, job_id: int, bar: ProgressBar | None, deadline: float | None
-    ) -> JobStatus | None:
+    def _follow(self, job_id: int, bar: Shown | None, deadline: float | None) -> JobStatus | None:
         """The final status from the event stream, or None when the stream ended early."""
         read = self.timeout if deadline is None else max(min(self.timeout, _left(deadline)), 0.1)
         timeout = httpx.Timeout(self.timeout, read=read)
@@ -344,7 +480,7 @@ class Client:
         self,
         job_id: int,
         lines: Iterable[str],
-        bar: ProgressBar | None,
+        bar: Shown | None,
         deadline: float | None,
     ) -> JobStatus | None:
         for event, data in iter_sse(lines):
@@ -356,11 +492,13 @@ class Client:
                     bar.update(status)
                 if status.state in TERMINAL_STATES:
                     return status
+                if status.stalled:
+                    raise JobStalled(status)
             if deadline is not None and _left(deadline) <= 0:
                 raise TimeoutError(f"job {job_id} did not finish in time")
         return None
 
-    def _poll(self, job_id: int, bar: ProgressBar | None, deadline: float | None) -> JobStatus:
+    def _poll(self, job_id: int, bar: Shown | None, deadline: float | None) -> JobStatus:
         failures = 0
         while True:
             try:
@@ -375,6 +513,8 @@ class Client:
                     bar.update(status)
                 if status.state in TERMINAL_STATES:
                     return status
+                if status.stalled:
+                    raise JobStalled(status)
             if deadline is not None and _left(deadline) <= 0:
                 raise TimeoutError(f"job {job_id} did not finish in time")
             pause = POLL_INTERVAL_S if deadline is None else min(POLL_INTERVAL_S, _left(deadline))
@@ -409,6 +549,54 @@ class Client:
     def results(self, job_id: int) -> dict[int, dict[str, np.ndarray]]:
         """Every validated unit's outputs: ``{unit index: {output name: array}}``."""
         return dict(self.iter_results(job_id))
+
+
+class Batch:
+    """A job submitted as several (``Client.submit(split=True)``): its parts in input order,
+    each part's first unit index among all of them, and waits and results over all."""
+
+    def __init__(self, client: Client, jobs: list[JobStatus], offsets: list[int]) -> None:
+        self.client = client
+        self.jobs = jobs
+        self.offsets = offsets
+
+    @property
+    def ids(self) -> list[int]:
+        return [job.id for job in self.jobs]
+
+    @property
+    def units(self) -> int:
+        return sum(job.units for job in self.jobs)
+
+    def wait(
+        self,
+        *,
+        progress: ProgressMode = True,
+        timeout: float | None = DEFAULT_WAIT_S,
+        check: bool = False,
+    ) -> list[JobStatus]:
+        """Waits for every part (one progress display, a row per part); their last statuses."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        display = open_display(progress, sys.stderr)
+        done: list[JobStatus] = []
+        try:
+            for job in self.jobs:
+                left = None if deadline is None else max(_left(deadline), 0.001)
+                done.append(self.client.wait(job.id, timeout=left, check=check, display=display))
+        finally:
+            if display is not None:
+                display.close()
+        self.jobs = done
+        return done
+
+    def iter_results(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """(unit index among all the parts, outputs), in that order."""
+        for job, first in zip(self.jobs, self.offsets, strict=True):
+            for index, outputs in self.client.iter_results(job.id):
+                yield first + index, outputs
+
+    def results(self) -> dict[int, dict[str, np.ndarray]]:
+        return dict(self.iter_results())
 
 
 def _policy(policy: Policy | Mapping[str, Any] | None) -> Policy:

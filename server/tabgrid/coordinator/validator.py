@@ -25,16 +25,24 @@ from tabgrid.coordinator.rules import (
 )
 from tabgrid.protocol import BlobRef, JobSpec, Output, Policy, ResultItem, Stats, encoder
 from tabgrid.runtime.array import ITEMSIZE
+from tabgrid.runtime.errors import DETERMINISTIC
 from tabgrid.store import blob_rows, disagreements, standing
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import results as results_q
+from tabgrid.store import units as units_q
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
-from tabgrid.store.leases import load_units_and_specs, save_units
+from tabgrid.store.leases import finish_units, load_units_and_specs, save_units
 from tabgrid.store.results import Held
 from tabgrid.store.standing import Tally
 from tabgrid.store.units import UnitRow
 
 MAX_ERROR_TEXT = 2000
+# How a worker's shader error reads (worker/results.py, runtime/browser.py: the exception's
+# class name first): a stored error result that claimed to be deterministic.
+SHADER_ERROR_PREFIX = "ShaderError: "
+# Distinct workers that must report a deterministic error before it fails a unit: one worker's
+# word could fail anyone's unit; two are two distinct client addresses by default.
+CONFIRMATIONS = 2
 MAX_DESCRIBED = 1 << 22  # elements compared one by one for the feed; larger: by digest
 
 
@@ -70,6 +78,8 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)
     # Workers whose results could not be recorded at all, and why: they are cut off.
     hostile: dict[str, str] = field(default_factory=dict)
+    # Leases of units failed with their job (a confirmed shader error), to call back.
+    cancelled: list[tuple[int, str]] = field(default_factory=list)
 
     def merge(self, other: Outcome) -> None:
         """Adds a later part of the same tick (each worker's stats are read after its part)."""
@@ -82,6 +92,7 @@ class Outcome:
         self.errors += other.errors
         self.latencies += other.latencies
         self.hostile |= other.hostile
+        self.cancelled += other.cancelled
 
 
 ContextLoader = Callable[[Connection, int], JobContext]
@@ -150,6 +161,9 @@ class _Round:
         self._kept: dict[str, bytes] = {}  # of those, the ones to store
         self._outcome = Outcome()
         self._disagreements: list[dict] = []
+        # Deterministic error claims per unit: (worker, text), stored ones and this batch's.
+        self._claims: dict[int, list[tuple[str, str]]] = {}
+        self._failed_jobs: dict[int, str] = {}  # job -> why, when a shader error fails it
 
     def record(self, batch: list[Incoming], banned: frozenset[str]) -> Outcome:
         conn, now, out = self._conn, self._now, self._outcome
@@ -164,6 +178,12 @@ class _Round:
             return out
         loaded, specs = load_units_and_specs(conn, {rep.unit_id for _, rep in accepted})
         units = {u.id: u for u in loaded}
+        claiming = {rep.unit_id for inc, rep in accepted if inc.item.error_kind == DETERMINISTIC}
+        if claiming:
+            self._claims = {
+                uid: [(w, e) for w, e in found if e.startswith(SHADER_ERROR_PREFIX)]
+                for uid, found in units_q.reported_errors(conn, claiming).items()
+            }
         tallies: dict[str, Tally] = {}
         updates = {rep.id: self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted}
         refs = {
@@ -183,7 +203,16 @@ class _Round:
         out.units_done = sum(
             1 for u in units.values() if u.state == "done" and u.loaded_state != "done"
         )
+        for u in units.values():
+            if u.job_id in self._failed_jobs:
+                u.fail_now(self._failed_jobs[u.job_id])
         save_units(conn, list(units.values()), now)
+        for job_id, why in self._failed_jobs.items():
+            mine = [u.id for u in units.values() if u.job_id == job_id]
+            leased, n = units_q.fail_open_units(conn, job_id, why, mine, now)
+            if n:
+                finish_units(conn, job_id, 0, n, now)
+            out.cancelled += leased
         out.stats = standing.credit(conn, tallies, now)
         disagreements.record(conn, self._disagreements)
         out.valid = sum(t.valid for t in tallies.values())
@@ -226,7 +255,7 @@ class _Round:
         if error is not None:
             tally.errors += 1
             tally.events.append(False)
-            if not u.final:
+            if not u.final and not self._deterministic(inc, u, error, conn):
                 ctx = self._contexts(conn, u.job_id)
                 u.replace_replica(ctx.policy)
                 u.fail_if_stuck(f"every replica failed or was lost; last error: {error}")
@@ -237,6 +266,36 @@ class _Round:
             self._keep(inc.item.outputs or {})  # comparisons will read the bytes
         outputs = strip_data(inc.item.outputs or {})
         return row | {"state": "returned", "error": None, "outputs": dumps(outputs)}
+
+    def _deterministic(self, inc: Incoming, u: UnitRow, error: str, conn: Connection) -> bool:
+        """Fails the unit (and its job, when every unit runs the same shader) on a confirmed
+        deterministic error; True when it did.
+
+        A worker only claims that its error is the shader's own (ResultItem.error_kind): a
+        lying worker could otherwise fail anyone's unit with one message. The claim counts once
+        CONFIRMATIONS distinct workers made it for the unit (by default on distinct client
+        addresses, as two replicas of a unit never share one): honest workers agree at once,
+        since compiling WGSL is specified, while one worker alone only spends its own error."""
+        if inc.item.error_kind != DETERMINISTIC or not error.startswith(SHADER_ERROR_PREFIX):
+            return False
+        claims = self._claims.setdefault(u.id, [])
+        claims.append((inc.worker, error))
+        workers = {w for w, _ in claims}
+        if len(workers) < CONFIRMATIONS:
+            return False
+        first = claims[0][1]
+        why = (
+            f"every replica failed the same way on {len(workers)} different workers: the "
+            f"shader does not compile or validate, which no GPU and no retry can change; "
+            f"fix the shader and submit again. {first}"
+        )
+        u.fail_now(why[:MAX_ERROR_TEXT])
+        if u.job_id not in self._failed_jobs and units_q.shares_shader(conn, u.job_id):
+            self._failed_jobs[u.job_id] = (
+                f"not run: unit {u.idx} runs the same shader, which does not compile or "
+                f"validate. {first}"
+            )[:MAX_ERROR_TEXT]
+        return True
 
     def _error_of(self, item: ResultItem) -> str | None:
         if item.error is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from js import Uint8Array  # type: ignore
 
 from tabgrid.runtime.array import Array
+from tabgrid.runtime.errors import error_kind
 from tabgrid.runtime.gpu_js import JsGpu, js_object
 from tabgrid.runtime.loader import run_unit
 
@@ -46,7 +47,8 @@ def _outputs(outputs: dict[str, Array]) -> Any:
 
 
 async def run(kernel: str, params_json: str, inputs: Any) -> Any:
-    """``{outputs, ms}`` or ``{error, ms}``; ms is the time spent in the kernel."""
+    """``{outputs, ms}`` or ``{error, kind?, ms}``; ms is the time spent in the kernel, kind
+    is runtime.errors.DETERMINISTIC for a shader that failed to compile or validate."""
     start = time.perf_counter()
     try:
         params = json.loads(params_json)
@@ -57,6 +59,8 @@ async def run(kernel: str, params_json: str, inputs: Any) -> Any:
         if len(text) > MAX_ERROR_CHARS:
             text = text[: MAX_ERROR_CHARS - 3] + "..."
         result = {"error": text}
+        if error_kind(e):
+            result["kind"] = error_kind(e)
     finally:
         gpu.reset()
     result["ms"] = (time.perf_counter() - start) * 1000

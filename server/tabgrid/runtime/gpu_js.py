@@ -23,7 +23,7 @@ from typing import Any
 from js import Array, GPUBufferUsage, GPUMapMode, Object, Uint8Array, navigator  # type: ignore
 from pyodide.ffi import JsException, jsnull, to_js  # type: ignore
 
-from tabgrid.runtime.errors import KernelError
+from tabgrid.runtime.errors import KernelError, ShaderError
 from tabgrid.runtime.gpu import Usage
 
 _STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST
@@ -155,7 +155,7 @@ class JsGpu:
         scope = await device.popErrorScope()
         if errors or not _absent(scope):
             detail = "; ".join(errors) or str(scope.message)
-            raise KernelError(f"shader: {detail}")
+            raise ShaderError(f"shader: {detail}")
         pipeline = _Pipeline(raw, raw.getBindGroupLayout(0), {})
         self._pipelines[key] = pipeline
         if len(self._pipelines) > _PIPELINE_CACHE_SIZE:

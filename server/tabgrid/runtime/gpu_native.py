@@ -11,7 +11,7 @@ from typing import Any
 
 import wgpu
 
-from tabgrid.runtime.errors import KernelError
+from tabgrid.runtime.errors import KernelError, ShaderError
 from tabgrid.runtime.gpu import Usage
 
 _STORAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
@@ -72,15 +72,17 @@ class NativeGpu:
         return self._device
 
     @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """wgpu's errors as KernelError; a lost device is dropped so the next call gets one."""
+    def _errors(self, what: str, error: type[KernelError] = KernelError) -> Iterator[None]:
+        """wgpu's errors as KernelError (``error`` where the GPU's verdict is the shader's own);
+        a lost device is dropped so the next call gets one, and is never ``error``."""
         try:
             yield
         except (wgpu.GPUError, wgpu.GPUPipelineError, RuntimeError) as e:
             # A failed buffer map is reported as a RuntimeError, not a GPUError.
             if "lost" in str(e).lower():
                 self._device = None
-            raise KernelError(f"{what}: {e}") from e
+                raise KernelError(f"{what}: {e}") from e
+            raise error(f"{what}: {e}") from e
 
     async def upload(self, data: bytes, *, usage: Usage = "storage") -> NativeBuffer:
         device = await self._ensure_device()
@@ -102,7 +104,7 @@ class NativeGpu:
         key = (hashlib.sha256(shader.encode()).hexdigest(), entry)
         pipeline = self._pipelines.get(key)
         if pipeline is None:
-            with self._errors("shader"):
+            with self._errors("shader", ShaderError):
                 module = device.create_shader_module(code=shader)
                 pipeline = device.create_compute_pipeline(
                     layout="auto", compute={"module": module, "entry_point": entry}

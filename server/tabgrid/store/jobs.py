@@ -33,6 +33,9 @@ REFS = BlobUse.__table__  # type: ignore[attr-defined]
 
 OPEN_UNIT_STATES = ("pending", "running", "validating")
 FINAL_JOB_STATES = ("done", "failed", "cancelled")
+# A running job with nothing in flight and no replica leased or returned for this long is
+# reported as stalled (JobStatus.stalled).
+STALL_AFTER_S = 60.0
 
 
 def input_digests(submit: JobSubmit) -> set[str]:
@@ -147,7 +150,55 @@ def status_of(conn: Connection, job: dict, owner: str, now: float) -> JobStatus:
         finished_at=job["finished_at"],
         rate=rate,
         eta_s=eta,
+        stalled=_stalled(conn, job, counts, now),
+        error=_first_error(conn, job["id"]) if counts.failed else None,
     )
+
+
+def _first_error(conn: Connection, job_id: int) -> str | None:
+    q = select(U.c.error).where(U.c.job_id == job_id, U.c.state == "failed").order_by(U.c.idx)
+    return conn.execute(q.limit(1)).scalar()
+
+
+def _stalled(conn: Connection, job: dict, counts: UnitCounts, now: float) -> str | None:
+    """Why the job cannot progress, when nothing of it is in flight and nothing happened for
+    STALL_AFTER_S: its open units wait for workers that have not computed them yet."""
+    waiting = counts.pending + counts.validating
+    if job["state"] != "running" or counts.running or not waiting:
+        return None
+    q = select(
+        func.max(R.c.created_at), func.max(R.c.returned_at), func.count(R.c.worker_id.distinct())
+    )
+    leased, returned, workers = conn.execute(q.where(R.c.job_id == job["id"])).one()
+    last = max(x for x in (leased, returned, job["created_at"]) if x is not None)
+    idle = now - last
+    if idle < STALL_AFTER_S or _could_take(conn, job["id"], now - STALL_AFTER_S):
+        return None
+    quorum = msgspec.json.decode(job["policy"], type=Policy).quorum
+    return (
+        f"no unit of this job was leased or returned for {idle:.0f} s: {waiting} unit(s) wait "
+        f"for a worker that has not computed them yet ({workers} different worker(s) have "
+        f"worked on this job; quorum {quorum} needs {quorum} different workers, each on its "
+        f"own client address by default). Connect another worker, or cancel the job"
+    )
+
+
+MAX_ACTIVE_CHECKED = 16
+
+
+def _could_take(conn: Connection, job_id: int, since: float) -> bool:
+    """A worker that leased anything since ``since`` (busy with other jobs, say) has not yet
+    computed one of the job's units that want a replica: the job is queued, not stalled."""
+    recent = select(R.c.worker_id).where(R.c.created_at >= since).distinct()
+    active = [w for (w,) in conn.execute(recent.limit(MAX_ACTIVE_CHECKED + 1))]
+    if len(active) > MAX_ACTIVE_CHECKED:
+        return True  # a busy network: too many to check one by one, and some can surely help
+    for worker in active:
+        done_by = select(R.c.id).where(R.c.unit_id == U.c.id, R.c.worker_id == worker)
+        free = select(U.c.id).where(U.c.job_id == job_id, U.c.want > 0, ~done_by.exists())
+        if conn.execute(free.limit(1)).first() is not None:
+            return True
+    return False
 
 
 def job_record(conn: Connection, job_id: int) -> dict | None:

@@ -259,10 +259,11 @@ def save_units(conn: Connection, units: list[UnitRow], now: float) -> None:
         if u.state in ("done", "failed") and u.loaded_state not in FINAL:
             ended.setdefault(u.job_id, [0, 0])[0 if u.state == "done" else 1] += 1
     for job_id, (done, failed) in ended.items():
-        _finish_units(conn, job_id, done, failed, now)
+        finish_units(conn, job_id, done, failed, now)
 
 
-def _finish_units(conn: Connection, job_id: int, done: int, failed: int, now: float) -> None:
+def finish_units(conn: Connection, job_id: int, done: int, failed: int, now: float) -> None:
+    """Folds units that just ended into their job's counters; closes the job when none is open."""
     params = {"job": job_id, "ended": done + failed, "done": done, "failed": failed, "now": now}
     conn.execute(_FINISH, params)
     conn.execute(_CLOSE, {"job": job_id, "now": now})

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sqlalchemy import Connection, select, update
+
 from tabgrid.protocol import Policy
+from tabgrid.store.tables import Replica, Unit
+
+U = Unit.__table__  # type: ignore[attr-defined]
+R = Replica.__table__  # type: ignore[attr-defined]
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -58,6 +65,16 @@ class UnitRow:
             return True
         return False
 
+    def fail_now(self, reason: str) -> bool:
+        """A confirmed deterministic error: no replica can succeed, so none more is issued.
+        Replicas still in flight come back to a final unit and change nothing."""
+        if self.final:
+            return False
+        self.state = "failed"
+        self.want = 0
+        self.error = reason
+        return True
+
     def values(self, now: float) -> dict:
         return {
             "state": self.state,
@@ -70,3 +87,54 @@ class UnitRow:
             "error": self.error,
             "updated_at": now,
         }
+
+
+# ---- deterministic failures (coordinator/validator.py decides; these are its statements) ----
+
+
+def reported_errors(conn: Connection, unit_ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
+    """(worker, error text) of each stored error result of the units."""
+    found: dict[int, list[tuple[str, str]]] = {}
+    ids = sorted(set(unit_ids))
+    for i in range(0, len(ids), 500):
+        q = select(R.c.unit_id, R.c.worker_id, R.c.error).where(
+            R.c.unit_id.in_(ids[i : i + 500]), R.c.state == "error"
+        )
+        for unit_id, worker, error in conn.execute(q):
+            found.setdefault(unit_id, []).append((worker, error or ""))
+    return found
+
+
+def shares_shader(conn: Connection, job_id: int) -> bool:
+    """True when no unit of the job names a shader of its own: every unit runs the job's (or
+    the kernel's built-in) shader. A unit param that merely mentions the word counts as its
+    own, which only ever keeps a failure to one unit."""
+    q = select(U.c.id).where(U.c.job_id == job_id, U.c.params.contains('"shader"')).limit(1)
+    return conn.execute(q).first() is None
+
+
+def fail_open_units(
+    conn: Connection, job_id: int, reason: str, skip: Iterable[int], now: float
+) -> tuple[list[tuple[int, str]], int]:
+    """Fails every open unit of the job except ``skip`` (written by the caller) and releases
+    every lease of the job still out; returns the (lease, worker) pairs to call back and how
+    many units failed, for the job's counters (store.leases.finish_units). Locks replicas,
+    then units, as the result path does."""
+    skipped = sorted(set(skip))
+    rq = select(R.c.id, R.c.worker_id).where(R.c.job_id == job_id, R.c.state == "leased")
+    leased = [(rid, wid) for rid, wid in conn.execute(rq.order_by(R.c.id).with_for_update())]
+    open_ = U.c.state.in_(("pending", "running", "validating"))
+    where = [U.c.job_id == job_id, open_]
+    if skipped:
+        where.append(U.c.id.not_in(skipped))
+    conn.execute(select(U.c.id).where(*where).order_by(U.c.id).with_for_update()).all()
+    if leased:
+        ids = [rid for rid, _ in leased]
+        for i in range(0, len(ids), 500):
+            conn.execute(update(R).where(R.c.id.in_(ids[i : i + 500])).values(state="released"))
+    n = conn.execute(
+        update(U)
+        .where(*where)
+        .values(state="failed", want=0, inflight=0, error=reason[:2000], updated_at=now)
+    ).rowcount
+    return leased, n

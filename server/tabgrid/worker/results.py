@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from tabgrid.protocol import Output, ResultItem, encoder
 from tabgrid.runtime.array import Array
+from tabgrid.runtime.errors import error_kind
 
 MAX_ERROR_CHARS = 4000
 # Room for the message's own JSON around the items.
@@ -30,6 +31,7 @@ class Finished:
     stored: set[str] = field(default_factory=set)
     # Set when the item alone does not fit in a message: then every output goes as a blob.
     blobs_only: bool = False
+    error_kind: str = ""  # runtime.errors.DETERMINISTIC for a shader's compile error
 
     @classmethod
     def ok(cls, lease: int, worker_id: str, outputs: dict[str, Array], ms: float) -> Finished:
@@ -41,7 +43,7 @@ class Finished:
         text = f"{type(error).__name__}: {error}"
         if len(text) > MAX_ERROR_CHARS:
             text = text[: MAX_ERROR_CHARS - 3] + "..."
-        return cls(lease, worker_id, None, text, ms)
+        return cls(lease, worker_id, None, text, ms, error_kind=error_kind(error))
 
     def unstored(self, max_inline: int) -> list[str]:
         """Names of outputs that must be uploaded before this result can be sent."""
@@ -65,7 +67,13 @@ class Finished:
                 )
                 for name, a in self.outputs.items()
             }
-        return ResultItem(self.lease, outputs, self.error, round(self.elapsed_ms, 3))
+        return ResultItem(
+            self.lease,
+            outputs,
+            self.error,
+            round(self.elapsed_ms, 3),
+            error_kind=self.error_kind,  # type: ignore[arg-type]
+        )
 
 
 @dataclass(slots=True)

@@ -1,0 +1,206 @@
+"""Deterministic failures fail fast, and only when confirmed; stalled jobs say so. Real store
+on both backends, the real validator."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from tabgrid.blobs import BlobStore
+from tabgrid.coordinator.validator import Incoming, Validator
+from tabgrid.protocol import JobSubmit, Policy, ResultItem, UnitSpec, worker_decoder
+from tabgrid.runtime.errors import DETERMINISTIC, KernelError, ShaderError
+from tabgrid.store import Store
+from tabgrid.store import jobs as jobs_q
+from tabgrid.worker.results import Finished
+from test_store import claim, status, validator, worker
+
+COMPILE_ERROR = (
+    "ShaderError: shader: Shader '' parsing error: no definition in scope for identifier: "
+    "'workgroupBarier'\n  ┌─ wgsl:7:5"
+)
+
+
+@pytest.fixture
+def store(db_url: str):  # type: ignore[no-untyped-def]
+    s = Store(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def blobs(tmp_path):  # type: ignore[no-untyped-def]
+    return BlobStore(tmp_path / "blobs")
+
+
+def submit(store: Store, n: int, unit_shaders: bool = False, **policy) -> int:  # type: ignore[no-untyped-def]
+    units = [
+        UnitSpec(params={"i": i} | ({"shader": f"// shader {i}"} if unit_shaders else {}))
+        for i in range(n)
+    ]
+    params = {} if unit_shaders else {"shader": "// the job's shader"}
+    spec = JobSubmit(kernel="test", units=units, params=params, policy=Policy(**policy))
+    return store.tx(jobs_q.create_job, None, spec, time.time())
+
+
+def fail(store: Store, v: Validator, wid: str, lease: int, text: str, kind: str = DETERMINISTIC):  # type: ignore[no-untyped-def]
+    item = ResultItem(lease=lease, error=text, error_kind=kind)  # type: ignore[arg-type]
+    return store.tx(v.record, [Incoming(wid, item)], time.time())
+
+
+def units(store: Store, job: int):  # type: ignore[no-untyped-def]
+    return store.tx(jobs_q.list_units, job, 2, None, -1, 100)
+
+
+def test_two_workers_reporting_a_compile_error_fail_the_unit_and_its_job_at_once(
+    store: Store, blobs: BlobStore
+) -> None:
+    job = submit(store, 3)  # default policy: quorum 2, max_replicas 6
+    v = validator(store, blobs)
+    a, b, c = worker(store, "1"), worker(store, "2"), worker(store, "3")
+    (la,) = claim(store, a, 1)
+    (lb,) = claim(store, b, 1)
+    held = claim(store, c, 2)  # units 1 and 2 computing on a third worker
+    assert la.unit == lb.unit and {h.unit for h in held} != {la.unit}
+    fail(store, v, a, la.lease, COMPILE_ERROR)
+    first = units(store, job)[0]
+    assert first.state != "failed", "one worker's word fails nothing"
+    assert status(store, job).state == "running" and status(store, job).error is None
+    out = fail(store, v, b, lb.lease, COMPILE_ERROR)
+    st = status(store, job)
+    assert st.state == "failed" and st.counts.failed == 3 and st.finished_at is not None
+    got = units(store, job)
+    assert got[0].state == "failed"
+    assert got[0].error == (
+        "every replica failed the same way on 2 different workers: the shader does not "
+        "compile or validate, which no GPU and no retry can change; fix the shader and "
+        "submit again. " + COMPILE_ERROR
+    )
+    assert "wgsl:7:5" in got[0].error, "the compiler's line and column reach the submitter"
+    assert st.error == got[0].error, "the job's status (and so the console's row) carries it"
+    for u in got[1:]:
+        assert u.state == "failed"
+        assert u.error == (
+            "not run: unit 0 runs the same shader, which does not compile or validate. "
+            + COMPILE_ERROR
+        )
+    assert sorted(out.cancelled) == sorted((h.lease, c) for h in held)
+    # The third worker's late results change nothing.
+    late = ResultItem(lease=held[0].lease, error="late")
+    store.tx(v.record, [Incoming(c, late)], time.time())
+    assert status(store, job).counts.failed == 3
+
+
+def test_one_lying_worker_cannot_fail_a_unit(store: Store, blobs: BlobStore) -> None:
+    job = submit(store, 1)
+    v = validator(store, blobs)
+    liar = worker(store, "1")
+    (lease,) = claim(store, liar, 1)
+    fail(store, v, liar, lease.lease, COMPILE_ERROR)
+    (u,) = units(store, job)
+    assert u.state == "pending" and u.error is None
+    assert status(store, job).state == "running"
+    # An honest worker computes it and the unit goes on (quorum 2 wants one more).
+    honest = worker(store, "2")
+    assert len(claim(store, honest, 1)) == 1
+
+
+def test_a_claim_that_is_not_a_shader_error_keeps_its_retries(
+    store: Store, blobs: BlobStore
+) -> None:
+    job = submit(store, 1)
+    v = validator(store, blobs)
+    for name in ("1", "2"):
+        w = worker(store, name)
+        (lease,) = claim(store, w, 1)
+        fail(store, v, w, lease.lease, "KernelError: out of memory")
+    (u,) = units(store, job)
+    assert u.state == "pending" and u.error is None, "an ordinary error is retried"
+
+
+def test_shader_errors_without_the_claim_are_ordinary(store: Store, blobs: BlobStore) -> None:
+    """An old worker that does not label its errors: retries, then max_replicas as before."""
+    job = submit(store, 1, max_replicas=2)
+    v = validator(store, blobs)
+    for name in ("1", "2"):
+        w = worker(store, name)
+        (lease,) = claim(store, w, 1)
+        fail(store, v, w, lease.lease, COMPILE_ERROR, kind="")
+    (u,) = units(store, job)
+    assert u.state == "failed"
+    assert u.error == "every replica failed or was lost; last error: " + COMPILE_ERROR
+
+
+def test_a_unit_with_its_own_shader_fails_alone(store: Store, blobs: BlobStore) -> None:
+    job = submit(store, 2, unit_shaders=True)
+    v = validator(store, blobs)
+    a, b = worker(store, "1"), worker(store, "2")
+    (la,) = claim(store, a, 1)
+    (lb,) = claim(store, b, 1)
+    fail(store, v, a, la.lease, COMPILE_ERROR)
+    fail(store, v, b, lb.lease, COMPILE_ERROR)
+    first, second = units(store, job)
+    assert first.state == "failed" and COMPILE_ERROR in (first.error or "")
+    assert second.state != "failed" and second.error is None
+    st = status(store, job)
+    assert st.state == "running" and st.counts.failed == 1
+
+
+def test_error_kind_is_bounded_at_decode() -> None:
+    ok = b'{"type":"result","results":[{"lease":1,"error":"x","error_kind":"deterministic"}]}'
+    assert worker_decoder.decode(ok).results[0].error_kind == DETERMINISTIC
+    bad = ok.replace(b'"deterministic"', b'"trust me"')
+    with pytest.raises(
+        msgspec.ValidationError,
+        match=r"^Invalid enum value 'trust me' - at `\$.results\[0\].error_kind`$",
+    ):
+        worker_decoder.decode(bad)
+
+
+def test_the_native_worker_labels_only_shader_errors() -> None:
+    shader = Finished.failed(1, "w", ShaderError("shader: parsing error at wgsl:3:1"), 1.0)
+    assert shader.item(0).error_kind == DETERMINISTIC
+    assert shader.item(0).error == "ShaderError: shader: parsing error at wgsl:3:1"
+    other = Finished.failed(2, "w", KernelError("no GPU"), 1.0)
+    assert other.item(0).error_kind == ""
+
+
+def test_a_job_no_worker_can_take_says_it_is_stalled(store: Store, blobs: BlobStore) -> None:
+    job = submit(store, 1)
+    v = validator(store, blobs)
+    w = worker(store, "1")
+    (lease,) = claim(store, w, 1)
+    fail(store, v, w, lease.lease, "KernelError: device lost", kind="")
+    now = time.time()
+
+    def stalled(at: float) -> str | None:
+        return store.tx(lambda c: jobs_q.status_of(c, jobs_q.job_record(c, job), "", at)).stalled
+
+    assert stalled(now + 5) is None, "a moment without a lease is not a stall"
+    # The only worker already computed the unit; a minute on, nothing can take it.
+    later = now + jobs_q.STALL_AFTER_S + 1
+    text = stalled(later)
+    assert text is not None
+    assert text.startswith("no unit of this job was leased or returned for 6")
+    assert text.endswith(
+        "1 unit(s) wait for a worker that has not computed them yet (1 different worker(s) "
+        "have worked on this job; quorum 2 needs 2 different workers, each on its own client "
+        "address by default). Connect another worker, or cancel the job"
+    )
+
+
+def test_a_job_queued_behind_another_is_not_stalled(store: Store, blobs: BlobStore) -> None:
+    busy = submit(store, 1)
+    queued = submit(store, 1)
+    w = worker(store, "1")
+    (lease,) = claim(store, w, 1)
+    assert lease.job == busy
+    later = time.time() + jobs_q.STALL_AFTER_S + 1
+    recent = store.tx(lambda c: jobs_q.status_of(c, jobs_q.job_record(c, queued), "", later))
+    # The worker's lease is older than the window at `later`: nothing active, so stalled.
+    assert recent.stalled is not None and "0 different worker(s)" in recent.stalled
+    soon = time.time() + 30  # the busy worker leased within the window: queued, not stalled
+    st = store.tx(lambda c: jobs_q.status_of(c, jobs_q.job_record(c, queued), "", soon))
+    assert st.stalled is None
