@@ -3,6 +3,7 @@ on both backends, the real validator."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import msgspec
@@ -204,3 +205,65 @@ def test_a_job_queued_behind_another_is_not_stalled(store: Store, blobs: BlobSto
     soon = time.time() + 30  # the busy worker leased within the window: queued, not stalled
     st = store.tx(lambda c: jobs_q.status_of(c, jobs_q.job_record(c, queued), "", soon))
     assert st.stalled is None
+
+
+@pytest.fixture
+def live(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    from tabgrid.settings import Settings
+    from test_http_hardening import LiveServer
+
+    monkeypatch.setattr(jobs_q, "STALL_AFTER_S", 1.0)  # a minute, shortened for the test
+    with LiveServer(Settings(db=f"sqlite:///{tmp_path}/t.db", data_dir=tmp_path)) as server:
+        _, token = server.store.create_token("submitter", "alice")
+        server.secret = token  # type: ignore[attr-defined]
+        yield server
+
+
+def test_wait_reports_a_stalled_job_instead_of_waiting_silently(live, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tabgrid.cli import main
+    from tabgrid.client.sdk import Client, JobStalled
+
+    with Client(live.url, live.secret) as client:
+        job = client.submit("checksum", [{"params": {"i": 0}}])  # no worker is connected
+        start = time.monotonic()
+        with pytest.raises(JobStalled) as e:
+            client.wait(job.id, progress=False, timeout=60)
+        assert time.monotonic() - start < 30
+    assert str(e.value).startswith(
+        f"job {job.id} is stalled: no unit of this job was leased or returned for "
+    )
+    assert str(e.value).endswith(
+        "1 unit(s) wait for a worker that has not computed them yet (0 different worker(s) "
+        "have worked on this job; quorum 2 needs 2 different workers, each on its own client "
+        "address by default). Connect another worker, or cancel the job"
+    )
+    assert e.value.status.state == "running", "the job keeps its place"
+    # The CLI's --wait likewise: exit status 1 and the reason, not a silent wait.
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps({"kernel": "checksum", "units": [{"params": {"i": 1}}]}))
+    capsys.readouterr()
+    args = ["submit", str(spec), "--wait", "--url", live.url, "--token", live.secret]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    stalled_id = int(out.strip())
+    lines = err.splitlines()
+    # Progress into a pipe: a plain line, then the last status with why it stalled.
+    bar = f"job {stalled_id} [" + "." * 64 + "]   0.0% 0/1 0.00/s ETA --:--"
+    assert lines[0] == bar and lines[1] == bar
+    assert lines[2].startswith("  stalled: no unit of this job was leased or returned for ")
+    assert lines[3].startswith(f"job {stalled_id} is stalled: no unit of this job was leased")
+    assert lines[3].endswith("Connect another worker, or cancel the job")
+    assert lines[4:] == ["the job keeps its place; wait again once it can progress"]
+
+
+def test_wait_times_out_with_what_to_do(live) -> None:  # type: ignore[no-untyped-def]
+    from tabgrid.client.sdk import Client
+
+    with Client(live.url, live.secret) as client:
+        job = client.submit("checksum", [{"params": {"i": 0}}])
+        with pytest.raises(TimeoutError) as e:
+            client.wait(job.id, progress=False, timeout=0.3)
+    assert str(e.value) == (
+        f"job {job.id} did not finish within 0.3 s; it keeps running: wait again, or pass a "
+        "larger timeout (None: no limit)"
+    )
