@@ -78,3 +78,13 @@ def test_a_compile_error_fails_the_job_at_once_with_the_compilers_message(
     assert "failed: 1 of 1 units failed" in run.stderr
     assert "every replica failed the same way on 2 different workers" in run.stderr
     assert "workgroupBarier" in run.stderr and "wgsl:14:5" in run.stderr
+    # `tabgrid units JOB --state failed` lists the units with the compiler's message.
+    units_cli = subprocess.run(
+        [sys.executable, "-m", "tabgrid.cli", "units", str(job.id), "--state", "failed",
+         "--url", cluster.url],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert units_cli.returncode == 0, units_cli.stderr
+    assert units_cli.stdout.count("failed") >= 4
+    assert "every replica failed the same way on 2 different workers" in units_cli.stdout
+    assert "workgroupBarier" in units_cli.stdout
