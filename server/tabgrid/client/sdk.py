@@ -487,13 +487,8 @@ class Client:
             status = _status_or_none(data)
             if event == "end":
                 return status if status is not None else self.job(job_id)
-            if event == "progress" and status is not None:
-                if bar is not None:
-                    bar.update(status)
-                if status.state in TERMINAL_STATES:
-                    return status
-                if status.stalled:
-                    raise JobStalled(status)
+            if event == "progress" and status is not None and _ended(status, bar):
+                return status
             if deadline is not None and _left(deadline) <= 0:
                 raise TimeoutError(f"job {job_id} did not finish in time")
         return None
@@ -509,12 +504,8 @@ class Client:
                 if failures > POLL_RETRIES:
                     raise
             else:
-                if bar is not None:
-                    bar.update(status)
-                if status.state in TERMINAL_STATES:
+                if _ended(status, bar):
                     return status
-                if status.stalled:
-                    raise JobStalled(status)
             if deadline is not None and _left(deadline) <= 0:
                 raise TimeoutError(f"job {job_id} did not finish in time")
             pause = POLL_INTERVAL_S if deadline is None else min(POLL_INTERVAL_S, _left(deadline))
@@ -618,6 +609,17 @@ def _check_digest(data: bytes, digest: str) -> None:
     actual = hashlib.sha256(data).hexdigest()
     if actual != digest:
         raise TabgridError(502, "Blob digest mismatch", f"expected {digest}, got {actual}")
+
+
+def _ended(status: JobStatus, bar: Shown | None) -> bool:
+    """Shows a status seen while waiting; True once the job ended. A stalled job raises."""
+    if bar is not None:
+        bar.update(status)
+    if status.state in TERMINAL_STATES:
+        return True
+    if status.stalled:
+        raise JobStalled(status)
+    return False
 
 
 def _left(deadline: float) -> float:
