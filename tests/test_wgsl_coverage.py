@@ -137,6 +137,32 @@ def test_a_param_larger_than_the_input_is_refused_when_the_input_declares_its_le
     )
 
 
+def test_a_param_larger_than_an_undeclared_input_fails_on_the_worker(gpu: Any) -> None:
+    """The issue's n larger than the input, with no 'length' declared for it: only the run can
+    tell, by running again with the input followed by SENTINEL elements and seeing the outputs
+    change. A shader that bounds its reads by arrayLength is left alone."""
+    n, have = 2048, 1024
+    params = {"shader": SCALE, "manifest": scale_manifest(), "n": n}
+    assert wgsl.validate_unit(params, {"x": ("float32", (have,))}) == []
+    x = np.arange(1, have + 1, dtype=np.float32)
+    with pytest.raises(KernelError) as info:
+        run(run_unit(gpu, "wgsl", params, arrays(x=x)))
+    assert str(info.value) == (
+        "the shader reads past the end of input 'x' (outputs y change with what lies beyond "
+        "it), so its answer would be wrong: a param is larger than the input ('n' = 2048; "
+        "input lengths 'x' 1024); pass a param that fits the input, bound the reads by "
+        "arrayLength, or declare the input's 'length' so the mismatch is refused at submission"
+    )
+    # The same shader with a param that fits, and one bounded by arrayLength, run as before.
+    out = run(run_unit(gpu, "wgsl", params | {"n": have}, arrays(x=x)))
+    np.testing.assert_array_equal(to_numpy(out["y"]), 2 * x)
+    bounded = SCALE.replace("if (id.x < p.n) {", "if (id.x < p.n && id.x < arrayLength(&x)) {")
+    m = scale_manifest()
+    m["bindings"][1]["written_by"] = "any"  # the tail past x stays zero on purpose
+    out = run(run_unit(gpu, "wgsl", {"shader": bounded, "manifest": m, "n": n}, arrays(x=x)))
+    np.testing.assert_array_equal(to_numpy(out["y"])[:have], 2 * x)
+
+
 def test_per_workgroup_outputs_must_match_the_workgroups_exactly() -> None:
     assert unit_errors(PARTIAL, partial_manifest("ceil(len(x) / 256)"), None, N) == []
     short = only(unit_errors(PARTIAL, partial_manifest("ceil(len(x) / 512)"), None, N))

@@ -7,12 +7,14 @@ submitter Python runs on a volunteer's machine: only the shader, through WebGPU.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tabgrid.kernels.wgsl.manifest import DTYPES, UniformBinding
 from tabgrid.kernels.wgsl.plan import Described, Plan, plan_for
+from tabgrid.kernels.wgsl.source import scan, strip_comments
 from tabgrid.runtime.array import Array
 from tabgrid.runtime.errors import KernelError
 from tabgrid.runtime.gpu import Buffer, Gpu
@@ -25,6 +27,7 @@ _PACK = {"f32": "f", "i32": "i", "u32": "I"}
 SENTINEL = 0x7FC0FFEE
 _MARK = struct.pack("<I", SENTINEL)
 _ZERO = bytes(4)
+MAX_READ_PAD = 1 << 22  # elements of SENTINEL after an input in the read check (16 MiB)
 
 
 def _plan(params: Mapping[str, Any]) -> tuple[Plan | None, list[str]]:
@@ -112,6 +115,7 @@ async def run(gpu: Gpu, params: dict[str, Any], inputs: dict[str, Array]) -> dic
         await gpu.dispatch(params["shader"], plan.entry, bound, workgroups)
         data = {out.name: await gpu.read(bound[out.binding]) for out in plan.outputs}
         await _check_written(gpu, params, plan, bound, workgroups, lengths, data, owned)
+        await _check_reads(gpu, params, plan, inputs, bound, workgroups, data, owned)
         return {
             out.name: Array(DTYPES[out.scalar], (lengths[out.name],), data[out.name])
             for out in plan.outputs
@@ -160,6 +164,77 @@ async def _check_written(
             problems.append(_unwritten_problem(out.name, lengths[out.name], never))
     if problems:
         raise KernelError("; ".join(problems))
+
+
+def _read_suspects(
+    plan: Plan, params: Mapping[str, Any], inputs: Mapping[str, Array]
+) -> dict[int, int]:
+    """Input bindings a param-bounded loop may read past the end of: {binding: elements to
+    pad it to}. An input qualifies when the manifest declares no length for it (a declared
+    one was checked at submission), the shader does not bound its reads by ``arrayLength``
+    (padding would change what it computes), and an integer param exceeds its length."""
+    source = strip_comments(params["shader"])
+    names = {v.binding: v.name for v in scan(params["shader"]).bindings}
+    ints = [v for v in params.values() if type(v) is int and v > 0]
+    suspects = {}
+    for b in plan.inputs:
+        have = len(inputs[b.name].data) // 4
+        over = [v for v in ints if v > have]
+        name = names.get(b.binding, "")
+        if b.length is not None or not over or not name:
+            continue
+        if re.search(rf"arrayLength\s*\(\s*&\s*{re.escape(name)}\b", source):
+            continue
+        suspects[b.binding] = min(max(over) * 4, have + MAX_READ_PAD)  # vec4 reads too
+    return suspects
+
+
+async def _check_reads(
+    gpu: Gpu,
+    params: Mapping[str, Any],
+    plan: Plan,
+    inputs: Mapping[str, Array],
+    bound: dict[int, Buffer],
+    workgroups: tuple[int, int, int],
+    data: Mapping[str, bytes],
+    owned: list[Buffer],
+) -> None:
+    """Raise when the shader read past the end of an input: WebGPU then hands it zeros or
+    other elements, and the answer is wrong without a sign. Only for inputs a param could
+    overrun (see _read_suspects): the dispatch runs again with each such input followed by
+    SENTINEL elements; outputs that change show reads beyond the real input."""
+    suspects = _read_suspects(plan, params, inputs)
+    if not suspects:
+        return
+    again = dict(bound)
+    by_binding = {b.binding: b for b in plan.inputs}
+    for number, pad_to in suspects.items():
+        raw = inputs[by_binding[number].name].data
+        again[number] = await gpu.upload(raw + _MARK * (pad_to - len(raw) // 4))
+        owned.append(again[number])
+    for out in plan.outputs:  # fresh zeros, as the first run had: a shader may accumulate
+        again[out.binding] = await gpu.empty(len(data[out.name]))
+        owned.append(again[out.binding])
+    await gpu.dispatch(params["shader"], plan.entry, again, workgroups)
+    changed = [
+        out.name for out in plan.outputs if await gpu.read(again[out.binding]) != data[out.name]
+    ]
+    if changed:
+        names = ", ".join(repr(by_binding[n].name) for n in suspects)
+        sizes = ", ".join(
+            f"{name!r} = {v}" for name, v in params.items() if type(v) is int and v > 0
+        )
+        raise KernelError(
+            f"the shader reads past the end of input {names} (outputs {', '.join(changed)} "
+            f"change with what lies beyond it), so its answer would be wrong: a param is "
+            f"larger than the input ({sizes}; input lengths "
+            + ", ".join(
+                f"{by_binding[n].name!r} {len(inputs[by_binding[n].name].data) // 4}"
+                for n in suspects
+            )
+            + "); pass a param that fits the input, bound the reads by arrayLength, or "
+            "declare the input's 'length' so the mismatch is refused at submission"
+        )
 
 
 def reference(params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
