@@ -375,7 +375,7 @@ async def cancel_job(request: Request) -> Response:
         raise _missing(job_id)
     pairs, status = done
     if pairs:
-        await svc.scheduler.cancelled(pairs, "job cancelled")
+        svc.scheduler.cancelled(pairs, "job cancelled")
     return json_response(status)
 
 
@@ -398,7 +398,7 @@ async def delete_job(request: Request) -> Response:
         raise _missing(job_id)
     pairs, digests = done
     if pairs:
-        await svc.scheduler.cancelled(pairs, "job deleted")
+        svc.scheduler.cancelled(pairs, "job deleted")
     svc.scheduler.forget_job(job_id)
     await api_blobs.free(svc, digests)
     return Response(status_code=204)

@@ -142,7 +142,8 @@ class Scheduler:
         self._starving.clear()
         self._wake.set()
 
-    async def cancelled(self, pairs: list[tuple[int, str]], reason: str) -> None:
+    def cancelled(self, pairs: list[tuple[int, str]], reason: str) -> None:
+        """Calls back (lease, worker) pairs the store released: each worker hears of its own."""
         by_worker: dict[str, list[int]] = {}
         for lease, worker in pairs:
             by_worker.setdefault(worker, []).append(lease)
@@ -319,13 +320,8 @@ class Scheduler:
         for wid, why in res.outcome.hostile.items():
             if (p := self.peers.get(wid)) is not None:
                 p.close(why)
-        by_worker: dict[str, list[int]] = {}
-        for lease, wid in res.outcome.cancelled:  # their job failed on a shader error
-            by_worker.setdefault(wid, []).append(lease)
-        for wid, ids in by_worker.items():
-            if (p := self.peers.get(wid)) is not None:
-                p.leases.difference_update(ids)
-                p.post(Cancel(leases=ids, reason="the job failed: its shader does not compile"))
+        if res.outcome.cancelled:  # their job failed on a shader error
+            self.cancelled(res.outcome.cancelled, "the job failed: its shader does not compile")
         for wid, claimed in res.claims.items():
             peer = self.peers.get(wid)
             if peer is None:

@@ -7,6 +7,7 @@ submitter Python runs on a volunteer's machine: only the shader, through WebGPU.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Iterator, Mapping
@@ -171,22 +172,30 @@ def _read_suspects(
 ) -> dict[int, int]:
     """Input bindings a param-bounded loop may read past the end of: {binding: elements to
     pad it to}. An input qualifies when the manifest declares no length for it (a declared
-    one was checked at submission), the shader does not bound its reads by ``arrayLength``
-    (padding would change what it computes), and an integer param exceeds its length."""
-    source = strip_comments(params["shader"])
-    names = {v.binding: v.name for v in scan(params["shader"]).bindings}
+    one was checked at submission), an integer param exceeds its length, and the shader does
+    not bound its reads by ``arrayLength`` (padding would change what it computes)."""
     ints = [v for v in params.values() if type(v) is int and v > 0]
     suspects = {}
     for b in plan.inputs:
         have = len(inputs[b.name].data) // 4
         over = [v for v in ints if v > have]
-        name = names.get(b.binding, "")
-        if b.length is not None or not over or not name:
-            continue
-        if re.search(rf"arrayLength\s*\(\s*&\s*{re.escape(name)}\b", source):
-            continue
-        suspects[b.binding] = min(max(over) * 4, have + MAX_READ_PAD)  # vec4 reads too
+        if b.length is None and over:
+            suspects[b.binding] = min(max(over) * 4, have + MAX_READ_PAD)  # vec4 reads too
+    if suspects:  # the shader is read only when a param could overrun an input
+        for binding in _bounded_by_array_length(params["shader"]):
+            suspects.pop(binding, None)
     return suspects
+
+
+@functools.lru_cache(maxsize=64)
+def _bounded_by_array_length(shader: str) -> frozenset[int]:
+    """Bindings whose variable the shader passes to ``arrayLength``."""
+    source = strip_comments(shader)
+    return frozenset(
+        v.binding
+        for v in scan(shader).bindings
+        if re.search(rf"arrayLength\s*\(\s*&\s*{re.escape(v.name)}\b", source)
+    )
 
 
 async def _check_reads(
