@@ -33,6 +33,7 @@ from tabgrid.store import Store
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import workers as workers_q
 from tabgrid.worker.session import Worker
+from test_http_hardening import make_env  # noqa: F401  (the live-server fixture)
 from test_store import claim, out, worker
 
 
@@ -177,3 +178,44 @@ def test_hello_strings_refuse_nul() -> None:
         )
     assert isinstance(worker_decoder.decode(b'{"type":"hello","kind":"native"}'), Hello)
     assert kernels.get("checksum")
+
+
+def test_over_a_real_server_a_deleted_newest_job_lends_neither_its_id_nor_its_description(
+    db_url: str,
+    make_env,  # noqa: F811  (the fixture imported above)
+) -> None:  # type: ignore[no-untyped-def]
+    """The attack as it ran: submit A, delete it, submit B with other params. B gets a new
+    id, and a worker connected through both is sent B's description under B's own key."""
+    from websockets.sync.client import connect
+
+    env = make_env(db=db_url, distinct_addresses=False)
+    _, alice = env.server.token("submitter", "alice")
+    ws_url = env.server.url.replace("http", "ws", 1) + "/api/v1/worker"
+
+    def submit(tag: str) -> int:
+        body = {"kernel": "checksum", "params": {"tag": tag}, "units": [{}]}
+        r = env.http.post("/api/v1/jobs", json=body, headers=alice)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    with connect(ws_url) as ws:
+        ws.send('{"type": "hello", "kind": "native", "name": "w"}')
+        assert msgspec.json.decode(ws.recv())["type"] == "welcome"
+        a = submit("A")
+        ws.send('{"type": "ready", "n": 1}')
+        spec_a = msgspec.json.decode(ws.recv())
+        lease_a = msgspec.json.decode(ws.recv())["leases"][0]
+        assert spec_a["type"] == "job" and spec_a["job"] == a and lease_a["spec"] == spec_a["key"]
+        assert env.http.delete(f"/api/v1/jobs/{a}", headers=alice).status_code == 204
+        b = submit("B")
+        assert b > a, "the deleted newest job's id was handed out again"
+        deadline = time.monotonic() + 10
+        while True:  # the cancel of A's lease comes first, then B's description and lease
+            ws.send('{"type": "ready", "n": 1}')
+            msg = msgspec.json.decode(ws.recv())
+            if msg["type"] == "job":
+                break
+            assert time.monotonic() < deadline, msg
+        lease_b = msgspec.json.decode(ws.recv())["leases"][0]
+    assert msg["job"] == b and msg["params"]["tag"] == "B" and msg["key"] != spec_a["key"]
+    assert lease_b["job"] == b and lease_b["spec"] == msg["key"]
