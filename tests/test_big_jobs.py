@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tabgrid.client.sdk import Batch, Client, TooLarge
-from tabgrid.protocol import JobSubmit, UnitSpec, encoder
+from tabgrid.protocol import JobSubmit, Policy, UnitSpec, encoder
 from tabgrid.settings import Limits, Settings
 from tabgrid.store import jobs as jobs_q
 from test_http_hardening import LiveServer
@@ -99,7 +99,7 @@ def test_a_job_over_max_units_splits_into_a_batch_in_input_order(serve) -> None:
     assert [j.name for j in batch.jobs] == ["big [1/3]", "big [2/3]", "big [3/3]"]
     assert sorted(j["id"] for j in s.jobs()) == sorted(batch.ids)
     # Unit k of the batch is unit k - offset of its part, in the order given.
-    last = s.store.tx(jobs_q.list_units, batch.ids[2], 2, None, -1, 1)
+    last = s.store.tx(jobs_q.list_units, batch.ids[2], Policy(quorum=2), None, -1, 1)
     assert last[0].index == 0
     assert s.client.job(batch.ids[2]).units == 1000
 

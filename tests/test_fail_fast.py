@@ -52,7 +52,7 @@ def fail(store: Store, v: Validator, wid: str, lease: int, text: str, kind: str 
 
 
 def units(store: Store, job: int):  # type: ignore[no-untyped-def]
-    return store.tx(jobs_q.list_units, job, 2, None, -1, 100)
+    return store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 100)
 
 
 def test_two_workers_reporting_a_compile_error_fail_the_unit_and_its_job_at_once(

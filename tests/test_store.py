@@ -124,7 +124,7 @@ def test_saboteur_is_outvoted_and_marked_invalid(store: Store, blobs: BlobStore)
     (l3,) = claim(store, honest2, 1)
     o = report(store, v, honest2, l3.lease, "right")
     assert o.stats[bad].invalid == 1 and o.stats[honest2].valid == 1
-    units = store.tx(jobs_q.list_units, job, 2, None, -1, 10)
+    units = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
     assert units[0].state == "done" and units[0].outputs == out("right")
     # exact comparison keeps only the canonical bytes (small ones in the database)
     assert store.tx(blob_rows.read, out("right")["y"].digest) == b"right"
@@ -180,7 +180,7 @@ def test_unit_fails_after_max_replicas_errors(store: Store, blobs: BlobStore) ->
         report(store, v, w, lease.lease, None)
     st = status(store, job)
     assert st.state == "failed" and st.counts.failed == 1
-    units = store.tx(jobs_q.list_units, job, 1, None, -1, 10)
+    units = store.tx(jobs_q.list_units, job, Policy(quorum=1), None, -1, 10)
     assert "boom" in (units[0].error or "")
 
 
@@ -223,7 +223,7 @@ def test_two_colluding_saboteurs_win_a_quorum_two_unit_by_the_check_set_rule(
     report(store, v, s1, l1.lease, "wrong")
     report(store, v, s2, l2.lease, "wrong")
     o = report(store, v, honest, l3.lease, "right")
-    (unit,) = store.tx(jobs_q.list_units, job, 2, None, -1, 10)
+    (unit,) = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
     assert unit.state == "done" and unit.outputs == out("wrong")
     assert o.stats[honest].invalid == 1
     assert store.tx(workers_q.get, s1)["valid"] == 1
@@ -242,7 +242,7 @@ def test_an_honest_majority_outvotes_two_colluders_when_it_returns_first(
     report(store, v, s1, b.lease, "wrong")
     (c,) = claim(store, h2, 1)  # the disagreement asked for a third replica
     report(store, v, h2, c.lease, "right")
-    (unit,) = store.tx(jobs_q.list_units, job, 2, None, -1, 10)
+    (unit,) = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
     assert unit.outputs == out("right")
     assert store.tx(workers_q.get, s1)["invalid"] == 1
 

@@ -185,6 +185,13 @@ Label = Annotated[str, Meta(max_length=200)]
 
 
 class Policy(Struct, frozen=True, forbid_unknown_fields=True):
+    """How a unit's result is accepted. ``quorum`` alone: that many agreeing results (BOINC's
+    check_set). ``replication="adaptive"``: BOINC's adaptive replication on top of it (a worker
+    with a long streak of confirmed results is sometimes trusted alone). ``error_rate``: the
+    acceptable chance that an accepted result is wrong; a unit is accepted when its best group
+    of agreeing results is credible enough (coordinator/credibility.py), and ``quorum`` is then
+    not used. ``verifier``: whether a kernel's exact check may accept a single result."""
+
     quorum: Annotated[int, Meta(ge=1, le=16)] = 2
     max_replicas: Annotated[int, Meta(ge=1, le=64)] = 6
     deadline_s: Annotated[float, Meta(gt=0, le=7 * 86400)] = 300.0
@@ -192,6 +199,17 @@ class Policy(Struct, frozen=True, forbid_unknown_fields=True):
     rtol: Annotated[float, Meta(ge=0)] = 1e-5
     atol: Annotated[float, Meta(ge=0)] = 1e-6
     priority: Priority = 0
+    error_rate: Annotated[float, Meta(gt=0, le=0.5)] | None = None
+    replication: Literal["fixed", "adaptive"] = "fixed"
+    verifier: bool = True
+
+    @property
+    def first_replicas(self) -> int:
+        """Replicas a unit asks for at first: credibility and adaptive replication start with
+        one and ask for more only when it is not enough."""
+        if self.error_rate is not None or self.replication == "adaptive":
+            return 1
+        return self.quorum
 
 
 class UnitSpec(Struct, frozen=True, forbid_unknown_fields=True):
@@ -256,6 +274,7 @@ class UnitWorker(Struct):
     state: str
     error: str | None = None
     elapsed_ms: float | None = None
+    spot_check: bool = False  # a lease of the unit after it was accepted, to check the worker
 
 
 class UnitInfo(Struct):
@@ -267,6 +286,11 @@ class UnitInfo(Struct):
     error: str | None = None
     waiting: str | None = None
     workers: list[UnitWorker] = []
+    # How the result was accepted: "quorum", "credibility" (with its value), "verifier",
+    # "adaptive" (BOINC's rule); and how often backtracking reopened the unit.
+    accepted_by: str | None = None
+    credibility: float | None = None
+    revision: int = 0
 
 
 class JobSummary(Struct):

@@ -49,6 +49,15 @@ class Settings:
     worker_upload_ttl_s: float = 600.0
     blob_sweep_interval_s: float = 30.0
     batch_window_s: float = 0.001
+    # Credibility-based acceptance (coordinator/credibility.py): the assumed upper bound on the
+    # fraction of saboteurs; spot-check rates for new and for trusted workers; the fraction of
+    # units a trusted worker could settle alone that are replicated anyway; how many workers of
+    # one client address count in one group of agreeing results (0: every one).
+    trust_saboteur_bound: float = 0.2
+    trust_check_rate_new: float = 0.3
+    trust_check_rate_min: float = 0.03
+    trust_resample_rate: float = 0.05
+    trust_per_address: int = 1
     console_interval_s: float = 1.0  # the console hub's tick: its queries and its stream
     web_dir: Path | None = None  # the built contribute page; None: web/dist of this source tree
     limits: Limits = field(default_factory=Limits)

@@ -209,8 +209,8 @@ def _units(
     job = _visible(conn, job_id, who)
     if job is None:
         return None
-    quorum = msgspec.json.decode(job["policy"], type=Policy).quorum
-    units = jobs.list_units(conn, job_id, quorum, state, after, limit)
+    policy = msgspec.json.decode(job["policy"], type=Policy)
+    units = jobs.list_units(conn, job_id, policy, state, after, limit)
     next_after = units[-1].index if len(units) == limit else None
     return UnitPage(units=units, next_after=next_after)
 
@@ -355,8 +355,8 @@ def _retry(conn: Connection, job_id: int, who: Principal, now: float) -> JobStat
             f"job {job_id} is {job['state']}: only an ended job (done, failed or cancelled) "
             "has its failed units retried; wait for it to end, or cancel it first",
         )
-    quorum = msgspec.json.decode(job["policy"], type=Policy).quorum
-    n = jobs.retry_failed(conn, job_id, quorum, now)
+    policy = msgspec.json.decode(job["policy"], type=Policy)
+    n = jobs.retry_failed(conn, job_id, policy.first_replicas, now)
     if n == 0:
         raise ProblemError(
             409, "Conflict", f"job {job_id} has no failed units to retry (it is {job['state']})"

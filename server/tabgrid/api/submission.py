@@ -47,7 +47,9 @@ def verifiable_kernels() -> list[str]:
 
 def policy_errors(policy: Policy, name: str, kernel: ModuleType) -> list[str]:
     errors = []
-    if policy.quorum == 1 and not can_verify(kernel):
+    if policy.error_rate is not None:
+        return errors  # credibility decides how many results a unit needs, up to max_replicas
+    if policy.quorum == 1 and not (can_verify(kernel) and policy.verifier):
         verifiable = ", ".join(verifiable_kernels()) or "none"
         errors.append(
             f"policy.quorum: 1 is allowed only for a kernel with a verifier, and {name!r} has "

@@ -49,6 +49,7 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
             overrides[name] = getattr(args, name)
     if getattr(args, "allow_same_address", False):
         overrides["distinct_addresses"] = False
+        overrides["trust_per_address"] = 0  # one machine's workers are separate witnesses
     return from_env(**overrides)
 
 

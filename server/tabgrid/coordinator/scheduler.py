@@ -16,6 +16,7 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from tabgrid.blobs import BlobStore, digest_of
+from tabgrid.coordinator import credibility as cred
 from tabgrid.coordinator.telemetry import Telemetry
 from tabgrid.coordinator.validator import Incoming, Outcome, Validator
 from tabgrid.protocol import (
@@ -32,12 +33,14 @@ from tabgrid.protocol import (
 from tabgrid.settings import Settings
 from tabgrid.store import Store, bans
 from tabgrid.store import leases as leases_q
+from tabgrid.store import trust as trust_q
 from tabgrid.store import workers as workers_q
 from tabgrid.store.notify import announce
 
 log = logging.getLogger("tabgrid.coordinator.scheduler")
 
 MAX_TICK_TRIES = 3  # a tick the database refused is tried again this often
+KNOWN_ANSWERS = 8  # known answers a checked job keeps before spot-checks draw on it
 TICK_RETRY_S = 0.5
 PRUNE_EVERY_S = 60.0
 
@@ -82,7 +85,13 @@ class Scheduler:
         self._starving: set[str] = set()  # workers the last claim could not fill
         self._wake = asyncio.Event()
         self._next_prune = 0.0
-        self.validator = Validator(blobs)
+        trust = cred.Trust(
+            saboteur_bound=settings.trust_saboteur_bound,
+            check_rate_new=settings.trust_check_rate_new,
+            check_rate_min=settings.trust_check_rate_min,
+            resample_rate=settings.trust_resample_rate,
+        )
+        self.validator = Validator(blobs, trust=trust, per_address=settings.trust_per_address)
 
     # ---- called by the gateway and the API -----------------------------------------------
 
@@ -264,11 +273,17 @@ class Scheduler:
         distinct = self.settings.distinct_addresses
         reason: str | None = None  # the same for every idle worker: counted once a tick
         res.stopped = {w: why for w, why in stopped.items() if w in wanted}
+        checks = self._spot_checks(conn, wanted, res.stopped, now)
         for wid, (addr, n) in wanted.items():
             if wid in res.stopped:
                 continue
-            got = leases_q.claim(conn, wid, addr, n, distinct, now)
-            res.claims[wid] = got
+            spot = checks.get(wid, [])
+            got = (
+                leases_q.claim(conn, wid, addr, n - len(spot), distinct, now)
+                if n > len(spot)
+                else []
+            )
+            res.claims[wid] = got + spot
             if not got:
                 reason = reason or idle_reason(conn, distinct)
                 res.idle[wid] = reason
@@ -276,6 +291,49 @@ class Scheduler:
             for c in claimed:
                 self.validator.context(conn, c.job)
         return res
+
+    def _spot_checks(
+        self,
+        conn: Connection,
+        wanted: dict[str, tuple[str, int]],
+        stopped: dict[str, str],
+        now: float,
+    ) -> dict[str, list[leases_q.Claimed]]:
+        """Some of each worker's slots go to units of a checked job whose answer is known: many
+        for new and little-trusted workers, a few for trusted ones (credibility.check_rate)."""
+        jobs = trust_q.checked_jobs(conn)
+        workers = [w for w in wanted if w not in stopped]
+        if not jobs or not workers:
+            return {}
+        rng = self.validator.rng
+        evidence = trust_q.evidence(conn, workers)
+        known: dict[int, int] = {}
+        out: dict[str, list[leases_q.Claimed]] = {}
+        for wid in workers:
+            addr, n = wanted[wid]
+            k = evidence[wid].k if wid in evidence else 0
+            rate = cred.check_rate(k, self.validator.trust)
+            m = sum(1 for _ in range(n) if rng.random() < rate)
+            if not m:
+                continue
+            job_id, deadline_s = jobs[int(rng.random() * len(jobs))]
+            if job_id not in known:
+                known[job_id] = trust_q.known_units(conn, job_id)
+                if known[job_id] < KNOWN_ANSWERS and self.validator.answer_alone(conn, job_id, now):
+                    known[job_id] += 1
+            if known[job_id]:
+                out[wid] = trust_q.claim_checks(
+                    conn,
+                    job_id,
+                    wid,
+                    addr,
+                    m,
+                    self.settings.distinct_addresses,
+                    now + deadline_s,
+                    now,
+                    rng.random(),
+                )
+        return out
 
     def _record(
         self, conn: Connection, batch: list[Incoming], now: float, banned: frozenset[str]
@@ -320,6 +378,9 @@ class Scheduler:
         for wid, why in res.outcome.hostile.items():
             if (p := self.peers.get(wid)) is not None:
                 p.close(why)
+        for wid, why in res.outcome.caught.items():
+            if (p := self.peers.get(wid)) is not None:
+                p.close(f"banned: {why}; every result it gave was taken back", BANNED)
         if res.outcome.cancelled:  # their job failed on a shader error
             self.cancelled(res.outcome.cancelled, "the job failed: its shader does not compile")
         for wid, claimed in res.claims.items():

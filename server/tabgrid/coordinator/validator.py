@@ -4,6 +4,7 @@ transaction. The policy is here; every statement it issues is in the store."""
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import prod
@@ -14,6 +15,7 @@ from sqlalchemy import Connection
 
 from tabgrid import kernels
 from tabgrid.blobs import BlobStore, digest_of
+from tabgrid.coordinator import credibility as cred
 from tabgrid.coordinator.differences import describe as describe_difference
 from tabgrid.coordinator.rules import (
     Candidate,
@@ -26,9 +28,10 @@ from tabgrid.coordinator.rules import (
 from tabgrid.protocol import BlobRef, JobSpec, Output, Policy, ResultItem, Stats, encoder
 from tabgrid.runtime.array import ITEMSIZE
 from tabgrid.runtime.errors import DETERMINISTIC
-from tabgrid.store import blob_rows, disagreements, standing
+from tabgrid.store import bans, blob_rows, disagreements, standing
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import results as results_q
+from tabgrid.store import trust as trust_q
 from tabgrid.store import units as units_q
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
 from tabgrid.store.leases import finish_units, load_units_and_specs, save_units
@@ -44,6 +47,7 @@ SHADER_ERROR_PREFIX = "ShaderError: "
 # word could fail anyone's unit; two are two distinct client addresses by default.
 CONFIRMATIONS = 2
 MAX_DESCRIBED = 1 << 22  # elements compared one by one for the feed; larger: by digest
+REFERENCE_GFLOP = 1.0  # the largest unit the coordinator computes itself as a known answer
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,9 @@ class Outcome:
     hostile: dict[str, str] = field(default_factory=dict)
     # Leases of units failed with their job (a confirmed shader error), to call back.
     cancelled: list[tuple[int, str]] = field(default_factory=list)
+    # Workers a spot-check caught (banned, every result taken back), and why.
+    caught: dict[str, str] = field(default_factory=dict)
+    reopened: int = 0  # accepted units whose acceptance rested on a caught worker
 
     def merge(self, other: Outcome) -> None:
         """Adds a later part of the same tick (each worker's stats are read after its part)."""
@@ -93,6 +100,8 @@ class Outcome:
         self.latencies += other.latencies
         self.hostile |= other.hostile
         self.cancelled += other.cancelled
+        self.caught |= other.caught
+        self.reopened += other.reopened
 
 
 ContextLoader = Callable[[Connection, int], JobContext]
@@ -103,10 +112,21 @@ class Validator:
     late results against the canonical one. Holds what outlives a batch: each job's context,
     loaded once, and the blob store; each batch is a `_Round` of its own."""
 
-    def __init__(self, blobs: BlobStore, load: ContextLoader | None = None) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        load: ContextLoader | None = None,
+        trust: cred.Trust | None = None,
+        rng: random.Random | None = None,
+        per_address: int = 1,
+    ) -> None:
         self._blobs = blobs
         self._load = load or load_context
         self._contexts: dict[int, JobContext] = {}
+        self.trust = trust or cred.Trust()
+        # Which units are resampled and which leases are spot-checks must be unpredictable.
+        self.rng = rng or random.SystemRandom()
+        self.per_address = per_address  # workers of one address that count in a group (0: all)
 
     def context(self, conn: Connection, job_id: int) -> JobContext:
         ctx = self._contexts.get(job_id)
@@ -133,6 +153,63 @@ class Validator:
         may have come through another coordinator, or while they were in flight."""
         return _Round(self, conn, now).record(batch, banned)
 
+    def answer_alone(self, conn: Connection, job_id: int, now: float) -> bool:
+        """Computes one unit nobody holds yet with the kernel's reference, here, and accepts it
+        as a known answer: spot-checks need some before any worker is trusted. Only for units
+        small enough (REFERENCE_GFLOP); True when it answered one."""
+        ctx = self.context(conn, job_id)
+        reference = getattr(ctx.kernel, "reference", None)
+        uid = trust_q.open_unit_for_reference(conn, job_id) if callable(reference) else None
+        if uid is None:
+            return False
+        (u,), specs = load_units_and_specs(conn, [uid])
+        params = ctx.params | loads(specs[uid][0])
+        refs = ctx.inputs | loads_inputs(specs[uid][1])
+        shapes = {k: (r.dtype, tuple(r.shape)) for k, r in refs.items()}
+        if credit(ctx.kernel, params, shapes) > REFERENCE_GFLOP:
+            return False
+        try:
+            arrays = {
+                k: read_array(conn, self._blobs, r.digest, r.dtype, r.shape)
+                for k, r in refs.items()
+            }
+            answer = reference(params, arrays)
+            outputs, data = _as_outputs(answer)
+        except Exception:  # noqa: BLE001 - then workers alone decide, as without a reference
+            return False
+        blob_rows.keep(conn, data, now)
+        results_q.reference_outputs(conn, {(d, job_id) for d in data})
+        u.accept(None, dumps(outputs), "reference", 1.0)  # type: ignore[arg-type]
+        save_units(conn, [u], now)
+        return True
+
+
+def _as_outputs(arrays: dict[str, Any]) -> tuple[dict[str, Output], dict[str, bytes]]:
+    import numpy as np
+
+    outputs, data = {}, {}
+    for name, value in arrays.items():
+        a = np.ascontiguousarray(value)
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        if a.dtype.name not in ITEMSIZE:
+            raise ValueError(f"the reference gave {a.dtype.name} for {name!r}")
+        raw = a.tobytes()
+        outputs[name] = Output(digest=digest_of(raw), dtype=a.dtype.name, shape=list(a.shape))
+        data[outputs[name].digest] = raw
+    return outputs, data
+
+
+def read_array(
+    conn: Connection | None, blobs: BlobStore, digest: str, dtype: str, shape: list[int]
+) -> Any:
+    """A blob as a numpy array: small ones live in the database, the rest in files."""
+    import numpy as np
+
+    data = blob_rows.read(conn, digest) if conn is not None else None
+    if data is None:
+        data = blobs.read(digest)
+    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+
 
 def load_context(conn: Connection, job_id: int) -> JobContext:
     row = jobs_q.get_job(conn, job_id)
@@ -155,6 +232,12 @@ class _Round:
     def __init__(self, validator: Validator, conn: Connection, now: float) -> None:
         self._contexts = validator.context
         self._blobs = validator._blobs
+        self._trust = validator.trust
+        self._rng = validator.rng
+        self._per_address = validator.per_address
+        self._evidence: dict[str, trust_q.Evidence] = {}
+        self._caught: dict[str, str] = {}
+        self._rejudged: set[int] = set()  # units backtracking judges again
         self._conn = conn
         self._now = now
         self._inline: dict[str, bytes] = {}  # inline outputs of the batch
@@ -194,6 +277,7 @@ class _Round:
         results_q.reference_outputs(conn, refs)
         todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
         batch_ = _Batch.load(conn, [u.id for u in todo], specs, accepted, updates, now)
+        self._load_evidence(conn, batch_)
         for u in todo:
             out.new_work |= self._validate(conn, u, batch_, tallies)
         # Each replica of the batch is written once, verdict included; earlier ones are judged.
@@ -213,12 +297,58 @@ class _Round:
             if n:
                 finish_units(conn, job_id, 0, n, now)
             out.cancelled += leased
+        if self._caught:
+            self._backtrack(conn, tallies)
         out.stats = standing.credit(conn, tallies, now)
+        trust_q.record_checks(
+            conn,
+            {w: t.checks_passed for w, t in tallies.items() if t.checks_passed},
+            {w: t.checks_failed for w, t in tallies.items() if t.checks_failed},
+        )
         disagreements.record(conn, self._disagreements)
         out.valid = sum(t.valid for t in tallies.values())
         out.invalid = sum(t.invalid for t in tallies.values())
         out.errors = sum(t.errors for t in tallies.values())
         return out
+
+    def _backtrack(self, conn: Connection, tallies: dict[str, Tally]) -> None:
+        """Sarmenta's backtracking, in this transaction: a worker a spot-check caught is banned
+        and every result it gave is taken back; each unit they belonged to is judged again on
+        the results that remain. An accepted unit whose acceptance rested on the worker opens
+        again (its revision goes up, a finished job runs again); one that still stands without
+        it stays as it was."""
+        now, out = self._now, self._outcome
+        touched: set[int] = set()
+        for wid, why in self._caught.items():
+            touched.update(trust_q.take_back(conn, wid))
+            bans.ban(conn, wid, why, now)
+            out.caught[wid] = why
+        ids = sorted(touched)
+        if not ids:
+            return
+        done = trust_q.done_units_of(conn, ids)
+        trust_q.undecide(conn, done)
+        standing_now = trust_q.standing_results(conn, ids)
+        loaded, specs = load_units_and_specs(conn, ids)
+        before = {u.id: u.outputs for u in loaded if u.id in set(done)}
+        for u in loaded:
+            if u.id in before:
+                u.reopen(standing_now.get(u.id, 0))
+            elif not u.final:
+                u.results = standing_now.get(u.id, 0)
+        todo = [u for u in loaded if not u.final]
+        self._rejudged = {u.id for u in todo}
+        b = _Batch.load(conn, [u.id for u in todo], specs, [], {}, now)
+        self._load_evidence(conn, b)
+        again: dict[str, Tally] = {}  # verdicts given before: not credited twice
+        for u in todo:
+            out.new_work |= self._validate(conn, u, b, again)
+        b.flush(conn, {})
+        for u in loaded:
+            if u.id in before and (u.state != "done" or u.outputs != before[u.id]):
+                u.revision += 1
+                out.reopened += 1
+        save_units(conn, loaded, now)
 
     def _accept(
         self, conn: Connection, batch: list[Incoming], out: Outcome, banned: frozenset[str]
@@ -261,7 +391,8 @@ class _Round:
                 u.fail_if_stuck(f"every replica failed or was lost; last error: {error}")
                 u.derive_state()
             return row | {"state": "error", "error": error}
-        u.results += 1
+        if not rep.spot_check:
+            u.results += 1
         if self._contexts(conn, u.job_id).policy.compare != "exact":
             self._keep(inc.item.outputs or {})  # comparisons will read the bytes
         outputs = strip_data(inc.item.outputs or {})
@@ -317,34 +448,121 @@ class _Round:
     def _validate(self, conn: Connection, u: UnitRow, b: _Batch, tallies: dict) -> bool:
         """Decides what it can about one unit; True when the unit now wants another replica."""
         ctx = self._contexts(conn, u.job_id)
+        policy = ctx.policy
         reps = b.replicas.get(u.id, [])
-        fresh = [Candidate(rid, loads_outputs(o)) for rid, _, st, o in reps if st == "returned"]
-        owner = {rid: wid for rid, wid, _, _ in reps}
+        fresh = [Candidate(r[0], loads_outputs(r[3])) for r in reps if r[2] == "returned"]
+        owner = {r[0]: r[1] for r in reps}
         if not fresh:
-            return False
-        agree = make_comparator(ctx.policy, ctx.kernel, self._array)
+            return self._refill(u, policy) if u.id in self._rejudged and not u.final else False
+        agree = make_comparator(policy, ctx.kernel, self._array)
         if u.state == "done":
             canon = loads_outputs(u.outputs or "{}")
             valid = [c.replica_id for c in fresh if agree(canon, c.outputs)]
             invalid = [c.replica_id for c in fresh if c.replica_id not in valid]
             self._judge(b, u, ctx, valid, invalid, owner, tallies)
             self._note(u, ctx, Candidate(-1, canon), fresh, set(valid), owner)
+            for rid in invalid:
+                if rid in b.spot_checks:
+                    self._caught.setdefault(
+                        owner[rid], f"failed a spot-check: unit {u.idx} of job {u.job_id}"
+                    )
             return False
-        if ctx.policy.quorum == 1 and can_verify(ctx.kernel):
+        verifiable = policy.quorum == 1 or policy.error_rate is not None
+        if policy.verifier and verifiable and can_verify(ctx.kernel):
             return self._verify(b, u, ctx, fresh, owner, tallies)
-        verdict = check_set(fresh, ctx.policy.quorum, agree)
+        if policy.error_rate is not None:
+            return self._by_credibility(b, u, ctx, fresh, owner, tallies, agree)
+        if policy.replication == "adaptive" and self._alone_by_boinc(u, fresh, owner):
+            self._settle(b, u, ctx, fresh[0], [fresh[0].replica_id], owner, tallies, "adaptive")
+            return False
+        verdict = check_set(fresh, policy.quorum, agree)
         if verdict.canonical is not None:
             canon = next(c for c in fresh if c.replica_id == verdict.canonical)
-            self._accept_canonical(u, canon)
-            self._outcome.latencies.append(
-                max(0.0, self._now - b.first_result.get(u.id, self._now))
-            )
-            self._judge(b, u, ctx, verdict.valid, verdict.invalid, owner, tallies)
+            self._settle(b, u, ctx, canon, verdict.valid, owner, tallies, "quorum")
             self._note(u, ctx, canon, fresh, set(verdict.valid), owner)
             return False
-        if len(fresh) >= ctx.policy.quorum:
+        if len(fresh) >= policy.quorum:
             self._note(u, ctx, None, fresh, set(), owner, agree)
-        return self._ask_more(u, ctx.policy, len(fresh))
+        return self._ask_more(u, policy, len(fresh))
+
+    def _settle(self, b, u, ctx, canon, valid, owner, tallies, by, value=None) -> None:  # type: ignore[no-untyped-def]
+        """Accepts ``canon``: ``valid`` agreed with it, every other fresh result did not. A
+        result confirms its worker only when another worker's result agreed with it."""
+        fresh = [r[0] for r in b.replicas.get(u.id, []) if r[2] == "returned"]
+        invalid = [rid for rid in fresh if rid not in valid]
+        self._accept_canonical(u, canon, by, value)
+        self._outcome.latencies.append(max(0.0, self._now - b.first_result.get(u.id, self._now)))
+        witnesses = {self._witness(b, rid, owner) for rid in valid}
+        self._judge(b, u, ctx, valid, invalid, owner, tallies, confirmed=len(witnesses) > 1)
+
+    def _witness(self, b: _Batch, rid: int, owner: dict[int, str]) -> str:
+        """Who a result counts as: its address when addresses are capped, else its worker."""
+        return b.addresses.get(rid, "") if self._per_address else owner[rid]
+
+    def _by_credibility(self, b, u, ctx, fresh, owner, tallies, agree) -> bool:  # type: ignore[no-untyped-def]
+        """Sarmenta's credibility-based acceptance (coordinator/credibility.py)."""
+        policy, f = ctx.policy, self._trust.saboteur_bound
+        groups: list[list[Candidate]] = []
+        for c in fresh:
+            home = next((g for g in groups if agree(g[0].outputs, c.outputs)), None)
+            if home is None:
+                groups.append([c])
+            else:
+                home.append(c)
+        bad = [self._group_bad(b, g, owner, f) for g in groups]
+        values = cred.group_credibilities(bad)
+        best = max(range(len(groups)), key=lambda i: (values[i], -i))
+        if len(groups) > 1:
+            self._note(u, ctx, None, fresh, set(), owner, agree)
+        if values[best] >= 1.0 - policy.error_rate:
+            alone = len(fresh) == 1
+            if alone and self._rng.random() < self._trust.resample_rate and self._refill(u, policy):
+                return True  # a trusted worker is still checked now and then (sleepers)
+            group = groups[best]
+            valid = [c.replica_id for c in group]
+            self._settle(b, u, ctx, group[0], valid, owner, tallies, "credibility", values[best])
+            return False
+        asked = self._refill(u, policy)
+        u.fail_if_stuck(
+            f"no group of agreeing results reached credibility {1 - policy.error_rate:.6g} "
+            f"within max_replicas={policy.max_replicas} (best: {values[best]:.6g}, "
+            f"{len(groups)} disagreeing group(s))"
+        )
+        u.derive_state()
+        return asked
+
+    def _group_bad(
+        self, b: _Batch, group: list[Candidate], owner: dict[int, str], f: float
+    ) -> float:
+        """The chance that the group is wrong: members at one address count once (the best of
+        them), and spot-checks alongside a unit's replicas count as members too."""
+        best: dict[str, int] = {}
+        for c in group:
+            wid = owner[c.replica_id]
+            k = self._evidence.get(wid, trust_q.Evidence(0, 0)).k
+            who = self._witness(b, c.replica_id, owner)
+            best[who] = max(best.get(who, 0), k)
+        return cred.group_bad(len(best), sum(best.values()), f)
+
+    def _alone_by_boinc(self, u: UnitRow, fresh: list[Candidate], owner: dict[int, str]) -> bool:
+        """BOINC's adaptive replication (sched_send.cpp set_trust): a host with at least 10
+        consecutive confirmed results is trusted alone with probability 1 - 1/streak."""
+        if len(fresh) != 1 or u.issued != 1:
+            return False
+        streak = self._evidence.get(owner[fresh[0].replica_id], trust_q.Evidence(0, 0)).streak
+        return streak >= 10 and self._rng.random() < 1.0 - 1.0 / streak
+
+    def _refill(self, u: UnitRow, policy: Policy) -> bool:
+        """One more replica when none is on its way; False when max_replicas forbids it."""
+        if u.inflight + u.want > 0:
+            return False
+        asked = u.replace_replica(policy)
+        u.derive_state()
+        return asked
+
+    def _load_evidence(self, conn: Connection, b: _Batch) -> None:
+        workers = sorted({r[1] for rows in b.replicas.values() for r in rows})
+        self._evidence = trust_q.evidence(conn, workers) if workers else {}
 
     def _note(self, u, ctx, canon, fresh, valid, owner, agree=None) -> None:  # type: ignore[no-untyped-def]
         """Adds a disagreement to the feed when some of ``fresh`` disagree with ``canon`` (or,
@@ -413,7 +631,7 @@ class _Round:
         for cand in fresh:
             outs = {k: self._array(o) for k, o in cand.outputs.items()}
             if verify_single(ctx.kernel, params, inputs, outs):
-                self._accept_canonical(u, cand)
+                self._accept_canonical(u, cand, "verifier", 1.0)
                 self._outcome.latencies.append(0.0)
                 rest = [c.replica_id for c in fresh if c is not cand]
                 self._judge(b, u, ctx, [cand.replica_id], invalid + rest, owner, tallies)
@@ -425,8 +643,9 @@ class _Round:
 
     def _ask_more(self, u: UnitRow, policy: Policy, undecided: int) -> bool:
         """BOINC adds one replica when quorum-many results disagree; and refills lost ones."""
+        quorum = 1 if policy.error_rate is not None else policy.quorum
         potential = undecided + u.inflight + u.want
-        wanted = max(policy.quorum - potential, 1 if u.inflight + u.want == 0 else 0)
+        wanted = max(quorum - potential, 1 if u.inflight + u.want == 0 else 0)
         asked = any([u.replace_replica(policy) for _ in range(wanted)])
         u.fail_if_stuck(
             f"no {policy.quorum} results agreed within max_replicas={policy.max_replicas}"
@@ -434,16 +653,17 @@ class _Round:
         u.derive_state()
         return asked
 
-    def _accept_canonical(self, u: UnitRow, canon: Candidate) -> None:
+    def _accept_canonical(
+        self, u: UnitRow, canon: Candidate, by: str, value: float | None = None
+    ) -> None:
         # Under exact comparison only the canonical bytes are stored: an agreeing result in this
         # batch carried them (same digest), or they were uploaded as a blob.
         self._keep(canon.outputs)
-        u.canonical_id = canon.replica_id
-        u.outputs = dumps(canon.outputs)
-        u.state = "done"
-        u.want = 0
+        u.accept(canon.replica_id, dumps(canon.outputs), by, value)
 
-    def _judge(self, b, u, ctx, valid, invalid, owner, tallies) -> None:  # type: ignore[no-untyped-def]
+    def _judge(self, b, u, ctx, valid, invalid, owner, tallies, confirmed=True) -> None:  # type: ignore[no-untyped-def]
+        """Verdicts on replicas, and what they do to their workers' standing: a spot-check
+        passed, a confirmed result (extends the streak), an invalid one (ends it)."""
         b.valid += valid
         b.invalid += invalid
         gflop = 0.0
@@ -455,11 +675,16 @@ class _Round:
             t = tallies.setdefault(owner[rid], Tally())
             t.valid += 1
             t.credit += gflop
-            t.events.append(True)
+            if rid in b.spot_checks:
+                t.checks_passed += 1
+            elif confirmed:
+                t.events.append(True)
         for rid in invalid:
             t = tallies.setdefault(owner[rid], Tally())
             t.invalid += 1
             t.events.append(False)
+            if rid in b.spot_checks:
+                t.checks_failed += 1
 
     def _keep(self, outputs: dict[str, Output]) -> None:
         for o in outputs.values():
@@ -477,10 +702,8 @@ class _Round:
         import numpy as np
 
         data = self._inline.get(digest)
-        if data is None and self._conn is not None:
-            data = blob_rows.read(self._conn, digest)
         if data is None:
-            data = self._blobs.read(digest)
+            return read_array(self._conn, self._blobs, digest, dtype, shape)
         return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
 
@@ -488,9 +711,11 @@ class _Round:
 class _Batch:
     """What validating a batch of units reads, in one query each, and the verdicts it writes."""
 
-    replicas: dict[int, list]
+    replicas: dict[int, list]  # unit -> [replica, worker, state, outputs] in return order
     specs: dict[int, tuple[str, str]]
     first_result: dict[int, float] = field(default_factory=dict)
+    addresses: dict[int, str] = field(default_factory=dict)  # replica -> client address
+    spot_checks: set[int] = field(default_factory=set)
     valid: list[int] = field(default_factory=list)
     invalid: list[int] = field(default_factory=list)
 
@@ -507,21 +732,31 @@ class _Batch:
         """Each unit's results in return order: those stored before, then this batch's (not
         written yet), ordered as `ORDER BY returned_at, id` would order them once written."""
         keyed: dict[int, list] = {}
+        addresses: dict[int, str] = {}
+        spot: set[int] = set()
         if unit_ids:
-            for unit_id, rid, wid, st, outputs, returned_at in results_q.deciding(conn, unit_ids):
-                at = -math.inf if returned_at is None else returned_at
-                keyed.setdefault(unit_id, []).append((at, rid, [rid, wid, st, outputs]))
+            for r in results_q.deciding(conn, unit_ids):
+                at = -math.inf if r.returned_at is None else r.returned_at
+                keyed.setdefault(r.unit_id, []).append(
+                    (at, r.id, [r.id, r.worker_id, r.state, r.outputs])
+                )
+                addresses[r.id] = r.client_addr
+                if r.spot_check:
+                    spot.add(r.id)
             wanted = set(unit_ids)
             for inc, rep in accepted:
                 row = updates[rep.id]
                 if row["state"] == "returned" and rep.unit_id in wanted:
                     item = (now, rep.id, [rep.id, inc.worker, "returned", row["outputs"]])
                     keyed.setdefault(rep.unit_id, []).append(item)
+                    addresses[rep.id] = rep.client_addr
+                    if rep.spot_check:
+                        spot.add(rep.id)
         replicas = {
             uid: [r for _, _, r in sorted(rows, key=_by_return)] for uid, rows in keyed.items()
         }
         first = {uid: min(at for at, _, _ in rows) for uid, rows in keyed.items()}
-        return cls(replicas, specs, first)
+        return cls(replicas, specs, first, addresses, spot)
 
     def spec(self, unit_id: int, ctx: JobContext) -> tuple[dict, dict[str, BlobRef]]:
         """The unit's merged params and inputs: the job's, overridden by the unit's own."""

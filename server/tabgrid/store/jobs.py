@@ -80,7 +80,7 @@ def create_job(conn: Connection, owner_id: int | None, submit: JobSubmit, now: f
             "params": dumps(u.params),
             "inputs": dumps(u.inputs),
             "state": "pending",
-            "want": policy.quorum,
+            "want": policy.first_replicas,
             "updated_at": now,
         }
         for i, u in enumerate(submit.units)
@@ -215,11 +215,17 @@ def list_jobs(conn: Connection, owner_id: int | None, state: str | None, limit: 
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-def _waiting(state: str, results: int, inflight: int, quorum: int) -> str | None:
+def _waiting(state: str, results: int, inflight: int, policy: Policy) -> str | None:
+    quorum = policy.quorum
     if state == "pending":
         return "waiting for a worker to lease it"
     if state == "running":
         return f"computing on {inflight} worker(s)"
+    if state == "validating" and policy.error_rate is not None:
+        return (
+            f"{results} result(s) in; waiting for another worker's result until the agreeing "
+            f"ones are credible enough (error_rate {policy.error_rate:g})"
+        )
     if state == "validating":
         need = max(quorum - results, 1)
         return (
@@ -230,7 +236,7 @@ def _waiting(state: str, results: int, inflight: int, quorum: int) -> str | None
 
 
 def list_units(
-    conn: Connection, job_id: int, quorum: int, state: str | None, after: int, limit: int
+    conn: Connection, job_id: int, policy: Policy, state: str | None, after: int, limit: int
 ) -> list[UnitInfo]:
     q = select(U).where(U.c.job_id == job_id, U.c.idx > after).order_by(U.c.idx).limit(limit)
     if state is not None:
@@ -245,8 +251,11 @@ def list_units(
             results=r["results"],
             outputs=loads_outputs(r["outputs"]) if r["outputs"] else None,
             error=r["error"],
-            waiting=_waiting(r["state"], r["results"], r["inflight"], quorum),
+            waiting=_waiting(r["state"], r["results"], r["inflight"], policy),
             workers=workers.get(r["id"], []),
+            accepted_by=r["accepted_by"],
+            credibility=r["credibility"],
+            revision=r["revision"],
         )
         for r in rows
     ]
@@ -256,11 +265,13 @@ def _replica_workers(conn: Connection, unit_ids: list[int]) -> dict[int, list[Un
     """Each unit's replicas, oldest first: the worker (its id, as the console shows it) and
     the replica's state; 'valid' ones agreed with the accepted result."""
     found: dict[int, list[UnitWorker]] = {}
-    cols = (R.c.unit_id, R.c.worker_id, R.c.state, R.c.error, R.c.elapsed_ms)
+    cols = (R.c.unit_id, R.c.worker_id, R.c.state, R.c.error, R.c.elapsed_ms, R.c.spot_check)
     for chunk in _chunks(unit_ids, 500):
         q = select(*cols).where(R.c.unit_id.in_(chunk)).order_by(R.c.id)
-        for unit_id, worker, state, error, elapsed in conn.execute(q):
-            found.setdefault(unit_id, []).append(UnitWorker(worker, state, error, elapsed))
+        for unit_id, worker, state, error, elapsed, spot in conn.execute(q):
+            found.setdefault(unit_id, []).append(
+                UnitWorker(worker, state, error, elapsed, bool(spot))
+            )
     return found
 
 

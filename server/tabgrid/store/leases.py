@@ -218,6 +218,18 @@ _FINISH = (
         updated_at=bindparam("now", type_=Float),
     )
 )
+# Backtracking took back accepted units: a finished job runs again until they are decided.
+_REOPEN = (
+    update(J)
+    .where(J.c.id == bindparam("job"))
+    .values(
+        open_units=J.c.open_units + bindparam("n"),
+        done_units=J.c.done_units - bindparam("n"),
+        state=case((J.c.state.in_(("done", "failed")), "running"), else_=J.c.state),
+        finished_at=case((J.c.state.in_(("done", "failed")), None), else_=J.c.finished_at),
+        updated_at=bindparam("now", type_=Float),
+    )
+)
 _CLOSE = (
     update(J)
     .where(J.c.id == bindparam("job"), J.c.open_units <= 0, J.c.state.in_(("running", "paused")))
@@ -255,9 +267,14 @@ def save_units(conn: Connection, units: list[UnitRow], now: float) -> None:
         return
     _SAVE.run(conn, [{"b_id": u.id, **u.values(now)} for u in units])
     ended: dict[int, list[int]] = {}
+    reopened: dict[int, int] = {}
     for u in units:
         if u.state in ("done", "failed") and u.loaded_state not in FINAL:
             ended.setdefault(u.job_id, [0, 0])[0 if u.state == "done" else 1] += 1
+        elif u.loaded_state == "done" and not u.final:
+            reopened[u.job_id] = reopened.get(u.job_id, 0) + 1
+    for job_id, n in reopened.items():
+        conn.execute(_REOPEN, {"job": job_id, "n": n, "now": now})
     for job_id, (done, failed) in ended.items():
         finish_units(conn, job_id, done, failed, now)
 

@@ -12,6 +12,12 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("workers", "ban_reason", "VARCHAR"),
     ("workers", "draining", "BOOLEAN NOT NULL DEFAULT FALSE"),
     ("tokens", "expires_at", "FLOAT"),
+    ("units", "accepted_by", "VARCHAR"),
+    ("units", "credibility", "FLOAT"),
+    ("units", "revision", "INTEGER NOT NULL DEFAULT 0"),
+    ("replicas", "spot_check", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("workers", "checks_passed", "INTEGER NOT NULL DEFAULT 0"),
+    ("workers", "checks_failed", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 

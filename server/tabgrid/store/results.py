@@ -22,6 +22,8 @@ class Held(NamedTuple):
     job_id: int
     worker_id: str
     state: str
+    spot_check: bool
+    client_addr: str
 
 
 class Returned(NamedTuple):
@@ -33,20 +35,33 @@ class Returned(NamedTuple):
     state: str
     outputs: str | None
     returned_at: float | None
+    client_addr: str
+    spot_check: bool
 
 
 # The hot statements are built once: building and cache-keying a statement costs more than
 # running it, and an expanding IN parameter spares coercing every id into its own bind.
 _IDS = bindparam("ids", expanding=True)
 _LEASES = (
-    select(R.c.id, R.c.unit_id, R.c.job_id, R.c.worker_id, R.c.state)
+    select(
+        R.c.id, R.c.unit_id, R.c.job_id, R.c.worker_id, R.c.state, R.c.spot_check, R.c.client_addr
+    )
     .where(R.c.id.in_(_IDS))
     .order_by(R.c.id)
     .with_for_update()
 )
 _LIVE = select(R.c.unit_id, R.c.worker_id).where(R.c.unit_id.in_(_IDS), R.c.state != "released")
 _DECIDING = (
-    select(R.c.unit_id, R.c.id, R.c.worker_id, R.c.state, R.c.outputs, R.c.returned_at)
+    select(
+        R.c.unit_id,
+        R.c.id,
+        R.c.worker_id,
+        R.c.state,
+        R.c.outputs,
+        R.c.returned_at,
+        R.c.client_addr,
+        R.c.spot_check,
+    )
     .where(R.c.unit_id.in_(_IDS), R.c.state.in_(("returned", "valid")))
     .order_by(R.c.returned_at, R.c.id)
 )

@@ -24,7 +24,10 @@ class Tally:
     invalid: int = 0
     errors: int = 0
     credit: float = 0.0
-    events: list[bool] = field(default_factory=list)  # True valid, False invalid/error, in order
+    # In order: True a result another worker confirmed, False an invalid result or an error.
+    events: list[bool] = field(default_factory=list)
+    checks_passed: int = 0
+    checks_failed: int = 0
 
 
 # Counters move by deltas, so a concurrent writer's increments are never lost; the streak is

@@ -74,6 +74,9 @@ class Unit(SQLModel, table=True):
     outputs: str | None = None  # JSON of the canonical outputs
     error: str | None = None
     updated_at: float
+    accepted_by: str | None = None  # quorum | credibility | verifier | adaptive
+    credibility: float | None = None  # of the accepted group, under error_rate
+    revision: int = 0  # times backtracking reopened the unit
 
 
 class Replica(SQLModel, table=True):
@@ -106,6 +109,7 @@ class Replica(SQLModel, table=True):
     outputs: str | None = None  # JSON: name -> Output (without inline data)
     error: str | None = None
     elapsed_ms: float | None = None
+    spot_check: bool = False  # a lease of a unit whose answer is known
 
 
 class Worker(SQLModel, table=True):
@@ -122,7 +126,9 @@ class Worker(SQLModel, table=True):
     valid: int = 0
     invalid: int = 0
     errors: int = 0
-    consecutive_valid: int = 0
+    consecutive_valid: int = 0  # results another worker confirmed, since the last failure
+    checks_passed: int = 0  # spot-checks
+    checks_failed: int = 0
     credit: float = 0.0
     banned: bool = False
     ban_reason: str | None = None

@@ -31,6 +31,9 @@ class UnitRow:
     canonical_id: int | None = None
     outputs: str | None = None
     error: str | None = None
+    accepted_by: str | None = None
+    credibility: float | None = None
+    revision: int = 0
     loaded_state: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +78,28 @@ class UnitRow:
         self.error = reason
         return True
 
+    def accept(
+        self, canonical_id: int | None, outputs: str, by: str, credibility: float | None
+    ) -> None:
+        self.canonical_id = canonical_id
+        self.outputs = outputs
+        self.accepted_by = by
+        self.credibility = credibility
+        self.state = "done"
+        self.want = 0
+
+    def reopen(self, results: int) -> None:
+        """Backtracking took back a result its acceptance rested on: it is decided again from
+        the ``results`` that still stand."""
+        self.state = "validating" if results else "pending"
+        self.canonical_id = None
+        self.outputs = None
+        self.accepted_by = None
+        self.credibility = None
+        self.error = None
+        self.results = results
+        self.revision += 1
+
     def values(self, now: float) -> dict:
         return {
             "state": self.state,
@@ -85,6 +110,9 @@ class UnitRow:
             "canonical_id": self.canonical_id,
             "outputs": self.outputs,
             "error": self.error,
+            "accepted_by": self.accepted_by,
+            "credibility": self.credibility,
+            "revision": self.revision,
             "updated_at": now,
         }
 
