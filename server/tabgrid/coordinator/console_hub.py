@@ -19,15 +19,17 @@ from typing import Any
 
 import msgspec
 
+from tabgrid.coordinator.credibility import credibility
 from tabgrid.coordinator.scheduler import Scheduler
 from tabgrid.coordinator.telemetry import Telemetry
-from tabgrid.store import Store, overview
+from tabgrid.store import Store, overview, trust
 
 log = logging.getLogger("tabgrid.coordinator.console_hub")
 
 HOUR = 3600
 RATE_WINDOW_S = 10
 MAX_PER_PAGE = 100
+SHARED_WINDOW_S = 3600  # addresses holding many worker ids seen within this window
 SORTS = (
     "id",
     "kind",
@@ -39,6 +41,7 @@ SORTS = (
     "invalid",
     "errors",
     "consecutive_valid",
+    "credibility",
     "credit",
     "state",
 )
@@ -159,6 +162,7 @@ class ConsoleHub:
         self.store = store
         self.scheduler = scheduler
         self.telemetry = telemetry
+        self._saboteur_bound = scheduler.validator.trust.saboteur_bound
         self.interval = interval
         self.series = Series()
         self.latest: Aggregate | None = None
@@ -188,6 +192,8 @@ class ConsoleHub:
             row["state"] = worker_state(row, peer)
             row["addr"] = peer.addr if peer else row.pop("client_addr", "")
             row.pop("client_addr", None)
+            evidence = row["checks_passed"] + row["consecutive_valid"]
+            row["credibility"] = round(credibility(evidence, self._saboteur_bound), 6)
         agg.network["workers"] = self._worker_counts(agg.workers)
         agg.network |= self._rates(now)
         self._set_gauges(agg.network)
@@ -208,7 +214,8 @@ class ConsoleHub:
     def _aggregate(self, conn: Any, connected: list[str], now: float) -> Aggregate:
         return Aggregate(
             t=now,
-            network=overview.network(conn),
+            network=overview.network(conn)
+            | {"shared_addresses": trust.addresses_with_many_ids(conn, now - SHARED_WINDOW_S)},
             jobs=overview.job_rows(conn, now),
             workers=overview.worker_rows(conn, connected, now),
             disagreements=overview.recent_disagreements(conn),

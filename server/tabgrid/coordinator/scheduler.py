@@ -85,6 +85,8 @@ class Scheduler:
         self._starving: set[str] = set()  # workers the last claim could not fill
         self._wake = asyncio.Event()
         self._next_prune = 0.0
+        self._well_known: set[int] = set()  # jobs with enough known answers for spot-checks
+        self._checked_jobs: list[tuple[int, float]] = []  # this tick's, with their deadline_s
         trust = cred.Trust(
             saboteur_bound=settings.trust_saboteur_bound,
             check_rate_new=settings.trust_check_rate_new,
@@ -210,7 +212,20 @@ class Scheduler:
                 log.info("%d leases passed their deadline and were released", n)
             await self._undrained()
             await self._forget_unused_workers()
+            outcome = await self.store.run(self.reconsider, time.time())
+            self._deliver(_TickResult(outcome), {})
             self.poke()
+
+    def reconsider(self, conn: Connection, now: float) -> Outcome:
+        """Units of checked jobs waiting on results nobody can give are judged again: their
+        workers' credibility may have grown meanwhile (coordinator.validator)."""
+        jobs = [job for job, _ in trust_q.checked_jobs(conn)]
+        units = trust_q.waiting_on_evidence(conn, jobs)
+        if not units:
+            return Outcome()
+        for job in jobs:
+            self.validator.context(conn, job)
+        return self.validator.reconsider(conn, units, now)
 
     async def _forget_unused_workers(self) -> None:
         now = time.time()
@@ -273,67 +288,100 @@ class Scheduler:
         distinct = self.settings.distinct_addresses
         reason: str | None = None  # the same for every idle worker: counted once a tick
         res.stopped = {w: why for w, why in stopped.items() if w in wanted}
-        checks = self._spot_checks(conn, wanted, res.stopped, now)
-        for wid, (addr, n) in wanted.items():
-            if wid in res.stopped:
-                continue
-            spot = checks.get(wid, [])
-            got = (
-                leases_q.claim(conn, wid, addr, n - len(spot), distinct, now)
-                if n > len(spot)
-                else []
-            )
-            res.claims[wid] = got + spot
+        caught = set(outcome.caught)  # banned by this very tick: their connections go
+        serving = {w: v for w, v in wanted.items() if w not in res.stopped and w not in caught}
+        checks = self._plan_spot_checks(conn, serving)
+        for wid, (addr, n) in serving.items():
+            got = leases_q.claim(conn, wid, addr, n - checks.get(wid, 0), distinct, now)
+            res.claims[wid] = got
             if not got:
                 reason = reason or idle_reason(conn, distinct)
                 res.idle[wid] = reason
+        self._add_spot_checks(conn, res.claims, checks, serving, now)
         for claimed in res.claims.values():
             for c in claimed:
                 self.validator.context(conn, c.job)
         return res
 
-    def _spot_checks(
-        self,
-        conn: Connection,
-        wanted: dict[str, tuple[str, int]],
-        stopped: dict[str, str],
-        now: float,
-    ) -> dict[str, list[leases_q.Claimed]]:
-        """Some of each worker's slots go to units of a checked job whose answer is known: many
-        for new and little-trusted workers, a few for trusted ones (credibility.check_rate)."""
-        jobs = trust_q.checked_jobs(conn)
-        workers = [w for w in wanted if w not in stopped]
-        if not jobs or not workers:
+    def _plan_spot_checks(
+        self, conn: Connection, wanted: dict[str, tuple[str, int]]
+    ) -> dict[str, int]:
+        """How many of each worker's free slots go to spot-checks this tick: each slot with
+        probability ``check_rate``, high for new and little-trusted workers
+        (credibility.check_rate), low but never zero for trusted ones."""
+        self._checked_jobs = trust_q.checked_jobs(conn) if wanted else []
+        if not self._checked_jobs:
             return {}
         rng = self.validator.rng
-        evidence = trust_q.evidence(conn, workers)
-        known: dict[int, int] = {}
-        out: dict[str, list[leases_q.Claimed]] = {}
-        for wid in workers:
-            addr, n = wanted[wid]
+        evidence = trust_q.evidence(conn, list(wanted))
+        plan = {}
+        for wid, (_, n) in wanted.items():
             k = evidence[wid].k if wid in evidence else 0
             rate = cred.check_rate(k, self.validator.trust)
             m = sum(1 for _ in range(n) if rng.random() < rate)
-            if not m:
+            if m:
+                plan[wid] = m
+        return plan
+
+    def _add_spot_checks(
+        self,
+        conn: Connection,
+        claims: dict[str, list[leases_q.Claimed]],
+        plan: dict[str, int],
+        wanted: dict[str, tuple[str, int]],
+        now: float,
+    ) -> None:
+        """The planned spot-checks, in the same lease message as the worker's other units: a
+        unit of a checked job whose answer is known. None for a worker that got no work, and
+        never more than the work it got, so that checks never outnumber work."""
+        rng = self.validator.rng
+        jobs = self._checked_jobs
+        known: dict[int, int] = {}
+        for wid, m in plan.items():
+            got = claims.get(wid, [])
+            m = min(m, len(got))
+            if m <= 0:
                 continue
             job_id, deadline_s = jobs[int(rng.random() * len(jobs))]
             if job_id not in known:
-                known[job_id] = trust_q.known_units(conn, job_id)
-                if known[job_id] < KNOWN_ANSWERS and self.validator.answer_alone(conn, job_id, now):
-                    known[job_id] += 1
-            if known[job_id]:
-                out[wid] = trust_q.claim_checks(
+                known[job_id] = self._known_answers(conn, job_id, now)
+            if not known[job_id]:
+                continue
+
+            def draw(
+                n: int, wid: str = wid, job_id: int = job_id, deadline_s: float = deadline_s
+            ) -> list:
+                return trust_q.claim_checks(
                     conn,
                     job_id,
                     wid,
-                    addr,
-                    m,
+                    wanted[wid][0],
+                    n,
                     self.settings.distinct_addresses,
                     now + deadline_s,
                     now,
                     rng.random(),
                 )
-        return out
+
+            checks = draw(m)
+            # A worker that has seen every known answer gets a new one, where the coordinator
+            # can compute it: small networks then bootstrap trust from the reference alone.
+            if len(checks) < m and self.validator.answer_alone(conn, job_id, now):
+                checks += draw(m - len(checks))
+            claims[wid] = got + checks
+
+    def _known_answers(self, conn: Connection, job_id: int, now: float) -> int:
+        """Known answers the job has for spot-checks (at least KNOWN_ANSWERS once it had them:
+        backtracking may take some back, never all); below that the coordinator answers one
+        unit itself, when the kernel has a reference."""
+        if job_id in self._well_known:
+            return KNOWN_ANSWERS
+        n = trust_q.known_units(conn, job_id)
+        if n < KNOWN_ANSWERS and self.validator.answer_alone(conn, job_id, now):
+            n += 1
+        if n >= KNOWN_ANSWERS:
+            self._well_known.add(job_id)
+        return n
 
     def _record(
         self, conn: Connection, batch: list[Incoming], now: float, banned: frozenset[str]

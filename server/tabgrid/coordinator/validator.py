@@ -47,6 +47,7 @@ SHADER_ERROR_PREFIX = "ShaderError: "
 # word could fail anyone's unit; two are two distinct client addresses by default.
 CONFIRMATIONS = 2
 MAX_DESCRIBED = 1 << 22  # elements compared one by one for the feed; larger: by digest
+ARRIVAL_STEP_S = 1e-6  # between the returned_at of consecutive results of one tick
 REFERENCE_GFLOP = 1.0  # the largest unit the coordinator computes itself as a known answer
 
 
@@ -153,6 +154,9 @@ class Validator:
         may have come through another coordinator, or while they were in flight."""
         return _Round(self, conn, now).record(batch, banned)
 
+    def reconsider(self, conn: Connection, unit_ids: list[int], now: float) -> Outcome:
+        return _Round(self, conn, now).reconsider(unit_ids)
+
     def answer_alone(self, conn: Connection, job_id: int, now: float) -> bool:
         """Computes one unit nobody holds yet with the kernel's reference, here, and accepts it
         as a known answer: spot-checks need some before any worker is trusted. Only for units
@@ -165,23 +169,35 @@ class Validator:
         (u,), specs = load_units_and_specs(conn, [uid])
         params = ctx.params | loads(specs[uid][0])
         refs = ctx.inputs | loads_inputs(specs[uid][1])
-        shapes = {k: (r.dtype, tuple(r.shape)) for k, r in refs.items()}
-        if credit(ctx.kernel, params, shapes) > REFERENCE_GFLOP:
+        answer = self.reference(conn, ctx, params, refs)
+        if answer is None:
             return False
-        try:
-            arrays = {
-                k: read_array(conn, self._blobs, r.digest, r.dtype, r.shape)
-                for k, r in refs.items()
-            }
-            answer = reference(params, arrays)
-            outputs, data = _as_outputs(answer)
-        except Exception:  # noqa: BLE001 - then workers alone decide, as without a reference
-            return False
+        outputs, data = answer
         blob_rows.keep(conn, data, now)
         results_q.reference_outputs(conn, {(d, job_id) for d in data})
         u.accept(None, dumps(outputs), "reference", 1.0)  # type: ignore[arg-type]
         save_units(conn, [u], now)
         return True
+
+    def reference(
+        self, conn: Connection, ctx: JobContext, params: dict, refs: dict[str, BlobRef]
+    ) -> tuple[dict[str, Output], dict[str, bytes]] | None:
+        """The unit's answer from the kernel's reference, computed here, when it has one and
+        the unit is small enough (REFERENCE_GFLOP); None otherwise."""
+        reference = getattr(ctx.kernel, "reference", None)
+        if not callable(reference):
+            return None
+        shapes = {k: (r.dtype, tuple(r.shape)) for k, r in refs.items()}
+        if credit(ctx.kernel, params, shapes) > REFERENCE_GFLOP:
+            return None
+        try:
+            arrays = {
+                k: read_array(conn, self._blobs, r.digest, r.dtype, r.shape)
+                for k, r in refs.items()
+            }
+            return _as_outputs(reference(params, arrays))
+        except Exception:  # noqa: BLE001 - then workers alone decide, as without a reference
+            return None
 
 
 def _as_outputs(arrays: dict[str, Any]) -> tuple[dict[str, Output], dict[str, bytes]]:
@@ -230,6 +246,7 @@ class _Round:
     """One batch of results being recorded: its connection, its inline bytes, its verdicts."""
 
     def __init__(self, validator: Validator, conn: Connection, now: float) -> None:
+        self._validator = validator
         self._contexts = validator.context
         self._blobs = validator._blobs
         self._trust = validator.trust
@@ -269,6 +286,8 @@ class _Round:
             }
         tallies: dict[str, Tally] = {}
         updates = {rep.id: self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted}
+        for i, (_, rep) in enumerate(accepted):  # a tick's results keep their arrival order
+            updates[rep.id]["returned_at"] = now + i * ARRIVAL_STEP_S
         refs = {
             (o.digest, rep.job_id)
             for inc, rep in accepted
@@ -309,6 +328,27 @@ class _Round:
         out.valid = sum(t.valid for t in tallies.values())
         out.invalid = sum(t.invalid for t in tallies.values())
         out.errors = sum(t.errors for t in tallies.values())
+        return out
+
+    def reconsider(self, unit_ids: list[int]) -> Outcome:
+        """Judges waiting units again on the evidence their workers have now: a unit that asked
+        for one more result no worker can give may be credible enough without it by now."""
+        conn, out = self._conn, self._outcome
+        loaded, specs = load_units_and_specs(conn, unit_ids)
+        todo = [u for u in loaded if u.state == "validating"]
+        b = _Batch.load(conn, [u.id for u in todo], specs, [], {}, self._now)
+        self._load_evidence(conn, b)
+        tallies: dict[str, Tally] = {}
+        for u in todo:
+            out.new_work |= self._validate(conn, u, b, tallies)
+        b.flush(conn, {})
+        save_units(conn, loaded, self._now)
+        if self._caught:
+            self._backtrack(conn, tallies)
+        out.stats = standing.credit(conn, tallies, self._now)
+        out.units_done = sum(1 for u in todo if u.state == "done")
+        blob_rows.keep(conn, self._kept, self._now)
+        disagreements.record(conn, self._disagreements)
         return out
 
     def _backtrack(self, conn: Connection, tallies: dict[str, Tally]) -> None:
@@ -393,8 +433,10 @@ class _Round:
             return row | {"state": "error", "error": error}
         if not rep.spot_check:
             u.results += 1
-        if self._contexts(conn, u.job_id).policy.compare != "exact":
-            self._keep(inc.item.outputs or {})  # comparisons will read the bytes
+        policy = self._contexts(conn, u.job_id).policy
+        if policy.compare != "exact" or policy.error_rate is not None:
+            # Comparisons will read the bytes; and backtracking may make any result canonical.
+            self._keep(inc.item.outputs or {})
         outputs = strip_data(inc.item.outputs or {})
         return row | {"state": "returned", "error": None, "outputs": dumps(outputs)}
 
@@ -509,6 +551,10 @@ class _Round:
                 groups.append([c])
             else:
                 home.append(c)
+        if len(groups) > 1 and self._by_reference(
+            self._conn, b, u, ctx, fresh, owner, tallies, agree
+        ):
+            return False
         bad = [self._group_bad(b, g, owner, f) for g in groups]
         values = cred.group_credibilities(bad)
         best = max(range(len(groups)), key=lambda i: (values[i], -i))
@@ -530,6 +576,33 @@ class _Round:
         )
         u.derive_state()
         return asked
+
+    def _by_reference(self, conn, b, u, ctx, fresh, owner, tallies, agree) -> bool:  # type: ignore[no-untyped-def]
+        """Results that disagree mean someone is wrong: where the kernel's reference is cheap,
+        the coordinator computes the unit itself, accepts that, and every worker whose result
+        differs from it has failed a spot-check (a known answer, known after the fact)."""
+        params, refs = b.spec(u.id, ctx)
+        answer = self._validator.reference(conn, ctx, params, refs)
+        if answer is None:
+            return False
+        outputs, data = answer
+        self._inline.update(data)  # the comparator reads them before they are stored
+        self._kept.update(data)
+        results_q.reference_outputs(conn, {(d, u.job_id) for d in data})
+        valid = [c.replica_id for c in fresh if agree(outputs, c.outputs)]
+        invalid = [c.replica_id for c in fresh if c.replica_id not in valid]
+        u.accept(None, dumps(outputs), "reference", 1.0)
+        self._outcome.latencies.append(max(0.0, self._now - b.first_result.get(u.id, self._now)))
+        self._judge(b, u, ctx, valid, invalid, owner, tallies, confirmed=len(valid) > 1)
+        self._note(u, ctx, Candidate(-1, outputs), fresh, set(valid), owner)
+        for rid in invalid:
+            tallies.setdefault(owner[rid], Tally()).checks_failed += 1
+            self._caught.setdefault(
+                owner[rid],
+                f"failed a spot-check: unit {u.idx} of job {u.job_id} differs from "
+                "the kernel's reference answer",
+            )
+        return True
 
     def _group_bad(
         self, b: _Batch, group: list[Candidate], owner: dict[int, str], f: float
@@ -747,7 +820,8 @@ class _Batch:
             for inc, rep in accepted:
                 row = updates[rep.id]
                 if row["state"] == "returned" and rep.unit_id in wanted:
-                    item = (now, rep.id, [rep.id, inc.worker, "returned", row["outputs"]])
+                    at = row["returned_at"]
+                    item = (at, rep.id, [rep.id, inc.worker, "returned", row["outputs"]])
                     keyed.setdefault(rep.unit_id, []).append(item)
                     addresses[rep.id] = rep.client_addr
                     if rep.spot_check:

@@ -74,6 +74,8 @@ _WORKER_COLS = (
     W.c.invalid,
     W.c.errors,
     W.c.consecutive_valid,
+    W.c.checks_passed,
+    W.c.checks_failed,
     W.c.credit,
     W.c.banned,
     W.c.ban_reason,

@@ -74,7 +74,7 @@ _SAVE = Many(
         outputs=bindparam("outputs"),
         error=bindparam("error"),
         elapsed_ms=bindparam("elapsed_ms"),
-        returned_at=bindparam("now", type_=Float),
+        returned_at=bindparam("returned_at", type_=Float),
     )
 )
 
@@ -105,8 +105,9 @@ def judge(conn: Connection, replica_ids: list[int], state: str) -> None:
 
 
 def save_replicas(conn: Connection, rows: list[dict], now: float) -> None:
-    """Each replica of a batch, written once: {b_id, state, outputs, error, elapsed_ms}."""
-    _SAVE.run(conn, [row | {"now": now} for row in rows])
+    """Each replica of a batch, written once: {b_id, state, outputs, error, elapsed_ms} and
+    perhaps returned_at (else ``now``)."""
+    _SAVE.run(conn, [{"returned_at": now} | row for row in rows])
 
 
 def reference_outputs(conn: Connection, refs: set[tuple[str, int]]) -> None:

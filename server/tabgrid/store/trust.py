@@ -158,11 +158,12 @@ def open_unit_for_reference(conn: Connection, job_id: int) -> int | None:
 
 
 def take_back(conn: Connection, worker_id: str) -> list[int]:
-    """Every result the worker gave becomes invalid; returns the units they belonged to. The
-    other results of those units that stood beside them become undecided again, so that each
-    unit is judged anew on what remains."""
+    """Every result the worker gave becomes invalid; returns the units whose decision they
+    were part of (its spot-checks decided nothing: those units are left as they are)."""
     mine = select(R.c.unit_id).where(
-        R.c.worker_id == worker_id, R.c.state.in_(("returned", "valid"))
+        R.c.worker_id == worker_id,
+        R.c.state.in_(("returned", "valid")),
+        R.c.spot_check.is_(False),
     )
     units = sorted(set(conn.execute(mine).scalars()))
     conn.execute(
@@ -174,7 +175,8 @@ def take_back(conn: Connection, worker_id: str) -> list[int]:
 
 
 def done_units_of(conn: Connection, unit_ids: list[int]) -> list[int]:
-    """Those of the units that are done and belong to a job not cancelled."""
+    """Those of the units that are done on workers' results (not on a reference or a
+    verifier, which no worker's word can undo) and belong to a job not cancelled."""
     out: list[int] = []
     for i in range(0, len(unit_ids), 500):
         q = (
@@ -183,6 +185,7 @@ def done_units_of(conn: Connection, unit_ids: list[int]) -> list[int]:
             .where(
                 U.c.id.in_(unit_ids[i : i + 500]),
                 U.c.state == "done",
+                U.c.accepted_by.not_in(("reference", "verifier")),
                 J.c.state != "cancelled",
             )
         )
@@ -191,18 +194,25 @@ def done_units_of(conn: Connection, unit_ids: list[int]) -> list[int]:
 
 
 def undecide(conn: Connection, unit_ids: list[int]) -> None:
-    """The valid results of reopened units count again as results waiting for a verdict."""
+    """The results of reopened units wait for a verdict again: those that agreed with the
+    accepted result and those that disagreed with it (it may have been the wrong one), and
+    spot-checks of them too, each another worker's independent result; never a banned
+    worker's."""
+    banned = select(W.c.id).where(W.c.banned)
     for i in range(0, len(unit_ids), 500):
         conn.execute(
             update(R)
-            .where(R.c.unit_id.in_(unit_ids[i : i + 500]), R.c.state == "valid")
-            .where(R.c.spot_check.is_(False))
+            .where(
+                R.c.unit_id.in_(unit_ids[i : i + 500]),
+                R.c.state.in_(("valid", "invalid")),
+                R.c.worker_id.not_in(banned),
+            )
             .values(state="returned")
         )
 
 
 def standing_results(conn: Connection, unit_ids: list[int]) -> dict[int, int]:
-    """How many results of each unit still stand (returned or valid, spot-checks aside)."""
+    """How many results of each unit still stand (returned or valid)."""
     out: dict[int, int] = {}
     for i in range(0, len(unit_ids), 500):
         q = (
@@ -210,7 +220,6 @@ def standing_results(conn: Connection, unit_ids: list[int]) -> dict[int, int]:
             .where(
                 R.c.unit_id.in_(unit_ids[i : i + 500]),
                 R.c.state.in_(("returned", "valid")),
-                R.c.spot_check.is_(False),
             )
             .group_by(R.c.unit_id)
         )
@@ -257,3 +266,16 @@ def checked_jobs(conn: Connection) -> list[tuple[int, float]]:
         if policy.error_rate is not None:
             out.append((job_id, policy.deadline_s))
     return out
+
+
+def waiting_on_evidence(conn: Connection, job_ids: list[int], limit: int = 500) -> list[int]:
+    """Units of these jobs whose results are all in and that still wait for a verdict."""
+    if not job_ids:
+        return []
+    q = (
+        select(U.c.id)
+        .where(U.c.job_id.in_(job_ids), U.c.state == "validating", U.c.inflight == 0)
+        .order_by(U.c.updated_at)
+        .limit(limit)
+    )
+    return list(conn.execute(q).scalars())
