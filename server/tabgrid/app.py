@@ -34,7 +34,9 @@ def create_app(settings: Settings) -> Starlette:
     blobs = BlobStore(settings.blob_dir)
     telemetry = Telemetry()
     scheduler = Scheduler(store, blobs, settings, telemetry)
-    hub = ConsoleHub(store, scheduler, telemetry, settings.console_interval_s)
+    hub = ConsoleHub(
+        store, scheduler, telemetry, settings.console_interval_s, settings.trust_saboteur_bound
+    )
     services = Services(settings, store, blobs, scheduler, telemetry, hub)
 
     @contextlib.asynccontextmanager

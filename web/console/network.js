@@ -31,4 +31,11 @@ export function renderNetwork(net) {
   show('net-queue', fmt.count(net.queue), net.queue);
   show('net-jobs', fmt.count(jobs.running), jobs.running);
   show('net-paused', fmt.count(jobs.paused), jobs.paused);
+  // Addresses holding many worker ids: a saboteur that comes back under new ids shows here.
+  const shared = net.shared_addresses ?? [];
+  const top = shared
+    .slice(0, 3)
+    .map((a) => `${a.addr} (${a.ids} ids${a.banned ? `, ${a.banned} banned` : ''})`);
+  setText($('net-shared'), shared.length ? `many ids at ${top.join(', ')}` : '');
+  $('net-shared').classList.toggle('warn', shared.some((a) => a.banned > 0));
 }

@@ -155,6 +155,7 @@ function createRow(w) {
     el('td', { class: 'num invalid' }),
     el('td', { class: 'num errors' }),
     el('td', { class: 'num streak' }),
+    el('td', { class: 'num credibility' }),
     el('td', { class: 'num credit' }),
     el('td', { class: 'state' }, el('span', { class: 'badge' })),
     el(
@@ -205,12 +206,21 @@ function updateRow(row, w, now) {
   setText(c[8], fmt.count(w.errors));
   c[8].classList.toggle('bad', w.errors > 0);
   setText(c[9], fmt.count(w.consecutive_valid));
-  setText(c[10], fmt.credit(w.credit));
-  const state = c[11].firstChild;
+  // How likely its next result is right (coordinator/credibility.py), and what it rests on.
+  setText(c[10], w.credibility == null ? fmt.DASH : w.credibility.toFixed(4));
+  setAttr(
+    c[10],
+    'title',
+    `spot-checks passed ${w.checks_passed ?? 0}, failed ${w.checks_failed ?? 0}; ` +
+      `results confirmed by others in a row ${w.consecutive_valid ?? 0}`,
+  );
+  c[10].classList.toggle('bad', (w.checks_failed ?? 0) > 0);
+  setText(c[11], fmt.credit(w.credit));
+  const state = c[12].firstChild;
   setText(state, w.state);
   state.dataset.state = w.state;
-  setAttr(c[11], 'title', w.ban_reason ? `banned: ${w.ban_reason}` : null);
-  for (const button of c[12].querySelectorAll('button[data-action]')) {
+  setAttr(c[12], 'title', w.ban_reason ? `banned: ${w.ban_reason}` : null);
+  for (const button of c[13].querySelectorAll('button[data-action]')) {
     setHidden(button, !ACTIONS[button.dataset.action](w));
   }
 }

@@ -157,12 +157,17 @@ def _sort_key(name: str):  # type: ignore[no-untyped-def]
 
 class ConsoleHub:
     def __init__(
-        self, store: Store, scheduler: Scheduler, telemetry: Telemetry, interval: float = 1.0
+        self,
+        store: Store,
+        scheduler: Scheduler,
+        telemetry: Telemetry,
+        interval: float = 1.0,
+        saboteur_bound: float = 0.2,  # as settings.trust_saboteur_bound: credibility's f
     ) -> None:
         self.store = store
         self.scheduler = scheduler
         self.telemetry = telemetry
-        self._saboteur_bound = scheduler.validator.trust.saboteur_bound
+        self._saboteur_bound = saboteur_bound
         self.interval = interval
         self.series = Series()
         self.latest: Aggregate | None = None
