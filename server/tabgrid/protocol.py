@@ -318,10 +318,13 @@ class UnitPage(Struct):
 
 
 class UnitResultLine(Struct):
-    """One line of the results stream (NDJSON): a validated unit's outputs."""
+    """One line of the results stream (NDJSON): a validated unit's outputs. ``revision``
+    counts how often backtracking took its accepted result back (a saboteur was caught): a
+    line read before with a lower revision has changed."""
 
     index: int
     outputs: dict[str, Output]
+    revision: int = 0
 
 
 class TokenCreate(Struct, frozen=True, forbid_unknown_fields=True):

@@ -3,10 +3,13 @@ ones are caught by spot-checks, banned, and every result they gave is taken back
 
 from __future__ import annotations
 
+import httpx
+import msgspec
 import pytest
 from sqlalchemy import select
 
 from integration.test_faults import checksum_units, expected_checksum
+from tabgrid.protocol import UnitResultLine
 from tabgrid.store import Store
 from tabgrid.store.tables import Replica, Worker
 
@@ -66,6 +69,13 @@ def test_a_colluding_pair_is_caught_and_what_it_helped_accept_is_recomputed(clus
     assert all(w["valid"] > 0 for w in pair), "the pair was right often enough to be trusted"
     reopened = [u for u in infos if u.revision > 0]
     assert reopened, "no unit the pair helped accept was decided again"
+    # The results stream says which units changed after they were first accepted.
+    body = httpx.get(
+        f"{cluster.url}/api/v1/jobs/{status.id}/results",
+        headers={"authorization": f"Bearer {cluster.token}"},
+    ).text
+    lines = [msgspec.json.decode(x, type=UnitResultLine) for x in body.splitlines()]
+    assert {x.index for x in lines if x.revision} == {u.index for u in reopened}
     assert {u.accepted_by for u in infos} <= {"credibility", "reference"}
     assert all(u.credibility is None or u.credibility >= 1 - 1e-4 for u in infos)
 

@@ -231,11 +231,11 @@ async def results(request: Request) -> Response:
 
 
 async def _result_lines(
-    request: Request, job_id: int, page: list[tuple[int, dict[str, Output]]]
+    request: Request, job_id: int, page: list[tuple[int, dict[str, Output], int]]
 ) -> AsyncIterator[bytes]:
     store = services(request).store
     while page:
-        lines = [encode(UnitResultLine(i, _refs_only(outputs))) for i, outputs in page]
+        lines = [encode(UnitResultLine(i, _refs_only(out), rev)) for i, out, rev in page]
         yield b"\n".join(lines) + b"\n"
         if len(page) < RESULTS_PAGE:
             return

@@ -365,14 +365,15 @@ def summary_rows(conn: Connection, job_id: int) -> dict[str, Any]:
 
 def done_outputs(
     conn: Connection, job_id: int, after: int, limit: int
-) -> list[tuple[int, dict[str, Output]]]:
+) -> list[tuple[int, dict[str, Output], int]]:
+    """(index, outputs, revision) of the job's done units after ``after``, in index order."""
     q = (
-        select(U.c.idx, U.c.outputs)
+        select(U.c.idx, U.c.outputs, U.c.revision)
         .where(U.c.job_id == job_id, U.c.state == "done", U.c.idx > after)
         .order_by(U.c.idx)
         .limit(limit)
     )
-    return [(idx, loads_outputs(out)) for idx, out in conn.execute(q)]
+    return [(idx, loads_outputs(out), rev) for idx, out, rev in conn.execute(q)]
 
 
 def cancel_job(conn: Connection, job_id: int, now: float) -> list[tuple[int, str]]:
