@@ -65,4 +65,4 @@ def test_the_spot_check_rate_falls_with_evidence_to_its_floor() -> None:
     trust = cred.Trust()
     assert cred.check_rate(0, trust) == pytest.approx(0.3)
     assert cred.check_rate(25, trust) == pytest.approx(0.15)
-    assert cred.check_rate(10_000, trust) == pytest.approx(0.03)
+    assert cred.check_rate(10_000, trust) == pytest.approx(0.02)

@@ -55,8 +55,8 @@ class Settings:
     # one client address count in one group of agreeing results (0: every one).
     trust_saboteur_bound: float = 0.2
     trust_check_rate_new: float = 0.3
-    trust_check_rate_min: float = 0.03
-    trust_resample_rate: float = 0.05
+    trust_check_rate_min: float = 0.02
+    trust_resample_rate: float = 0.03
     trust_per_address: int = 1
     console_interval_s: float = 1.0  # the console hub's tick: its queries and its stream
     web_dir: Path | None = None  # the built contribute page; None: web/dist of this source tree

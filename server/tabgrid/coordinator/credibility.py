@@ -63,9 +63,9 @@ class Trust:
 
     saboteur_bound: float = 0.2  # f
     check_rate_new: float = 0.3  # q_new
-    check_rate_min: float = 0.03  # q_min
+    check_rate_min: float = 0.02  # q_min
     check_half_evidence: float = 25.0  # k_half
-    resample_rate: float = 0.05  # units a trusted worker alone could settle, replicated anyway
+    resample_rate: float = 0.03  # units a trusted worker alone could settle, replicated anyway
 
 
 def worker_bad(k: int, f: float) -> float:

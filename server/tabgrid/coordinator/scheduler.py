@@ -347,28 +347,25 @@ class Scheduler:
                 known[job_id] = self._known_answers(conn, job_id, now)
             if not known[job_id]:
                 continue
-
-            def draw(
-                n: int, wid: str = wid, job_id: int = job_id, deadline_s: float = deadline_s
-            ) -> list:
-                return trust_q.claim_checks(
-                    conn,
-                    job_id,
-                    wid,
-                    wanted[wid][0],
-                    n,
-                    self.settings.distinct_addresses,
-                    now + deadline_s,
-                    now,
-                    rng.random(),
-                )
-
-            checks = draw(m)
+            span = self._spans.get(job_id) or trust_q.unit_id_range(conn, job_id)
+            if span is None:
+                continue
+            self._spans[job_id] = span
+            lease = (job_id, span, wid, wanted[wid][0], deadline_s, now)
+            checks = self._draw_checks(conn, lease, m)
             # A worker that has seen every known answer gets a new one, where the coordinator
             # can compute it: small networks then bootstrap trust from the reference alone.
             if len(checks) < m and self.validator.answer_alone(conn, job_id, now):
-                checks += draw(m - len(checks))
+                checks += self._draw_checks(conn, lease, m - len(checks))
             claims[wid] = got + checks
+
+    def _draw_checks(self, conn: Connection, lease: tuple, n: int) -> list[leases_q.Claimed]:
+        job_id, span, wid, addr, deadline_s, now = lease
+        distinct = self.settings.distinct_addresses
+        start = self.validator.rng.random()
+        return trust_q.claim_checks(
+            conn, job_id, span, wid, addr, n, distinct, now + deadline_s, now, start
+        )
 
     def _known_answers(self, conn: Connection, job_id: int, now: float) -> int:
         """Known answers the job has for spot-checks (at least KNOWN_ANSWERS once it had them:

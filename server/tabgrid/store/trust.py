@@ -101,9 +101,16 @@ def known_units(conn: Connection, job_id: int) -> int:
     return conn.execute(q).scalar_one()
 
 
+def unit_id_range(conn: Connection, job_id: int) -> tuple[int, int] | None:
+    """The first and last unit id of the job (a job's units never change: callers keep it)."""
+    lo, hi = conn.execute(_ID_RANGE, {"job": job_id}).one()
+    return None if lo is None else (lo, hi)
+
+
 def claim_checks(
     conn: Connection,
     job_id: int,
+    span: tuple[int, int],
     worker: str,
     addr: str,
     n: int,
@@ -112,10 +119,9 @@ def claim_checks(
     now: float,
     start_fraction: float,
 ) -> list[Claimed]:
-    """Leases up to n spot-checks of the job to the worker, from a random place in the job."""
-    lo, hi = conn.execute(_ID_RANGE, {"job": job_id}).one()
-    if lo is None:
-        return []
+    """Leases up to n spot-checks of the job (units ``span``, from unit_id_range) to the
+    worker, from a random place in the job."""
+    lo, hi = span
     start = lo + int((hi - lo) * start_fraction)
     params = {"job": job_id, "worker": worker, "addr": addr, "distinct": distinct, "n": n}
     ids = list(conn.execute(_KNOWN_UNITS, params | {"start": start}).scalars())
