@@ -87,6 +87,7 @@ class Scheduler:
         self._next_prune = 0.0
         self._well_known: set[int] = set()  # jobs with enough known answers for spot-checks
         self._checked_jobs: list[tuple[int, float]] = []  # this tick's, with their deadline_s
+        self._spans: dict[int, tuple[int, int]] = {}  # each checked job's first and last unit id
         trust = cred.Trust(
             saboteur_bound=settings.trust_saboteur_bound,
             check_rate_new=settings.trust_check_rate_new,
@@ -186,6 +187,8 @@ class Scheduler:
 
     def forget_job(self, job_id: int) -> None:
         self.validator.forget_job(job_id)
+        self._spans.pop(job_id, None)
+        self._well_known.discard(job_id)
 
     # ---- side tasks -----------------------------------------------------------------------
 
