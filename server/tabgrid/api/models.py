@@ -11,11 +11,13 @@ from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tabgrid import kernels
 from tabgrid.api import auth
 from tabgrid.api.io import decode, json_response, read_body, services
 from tabgrid.api.problems import ProblemError
+from tabgrid.api.submission import shapes_of
 from tabgrid.blobs import BlobStore
-from tabgrid.coordinator import model_check
+from tabgrid.coordinator import embed_jobs, model_check
 from tabgrid.coordinator.embed_jobs import Tokenizers
 from tabgrid.protocol import ModelImport, ModelImported, ModelInfo, ModelList
 from tabgrid.settings import MiB
@@ -53,7 +55,8 @@ async def import_model(request: Request) -> Response:
     spec = await asyncio.to_thread(decode, body, ModelImport, _decoder)
     checked = await asyncio.to_thread(model_check.check, spec, _sizes(svc.blobs))
     record = checked.record
-    errors = checked.errors or await asyncio.to_thread(_tokenizer_errors, svc.tokenizers, record)
+    errors = checked.errors or _kernel_errors(record)
+    errors = errors or await asyncio.to_thread(_tokenizer_errors, svc.tokenizers, record)
     if errors or record is None:
         raise ProblemError(
             422,
@@ -82,6 +85,15 @@ def _sizes(blobs: BlobStore):  # type: ignore[no-untyped-def]
             return None
 
     return size_of
+
+
+def _kernel_errors(record: ModelRecord | None) -> list[str]:
+    """What the embed kernel says of a job on this model: a model it cannot run (too wide for
+    its shaders, say) is refused now, not at every submission."""
+    assert record is not None
+    params = {"model": record.name, "config": record.config}
+    kernel = kernels.get(embed_jobs.KERNEL)
+    return [f"embed kernel: {e}" for e in kernel.validate_job(params, shapes_of(record.tensors))]
 
 
 def _tokenizer_errors(tokenizers: Tokenizers, record: ModelRecord | None) -> list[str]:
