@@ -56,6 +56,12 @@ export class BlobStore {
     return new URL(`/api/v1/blobs/${digest}`, this.origin).href;
   }
 
+  // Whether the Cache API holds the blob (unchecked: load checks it on use).
+  async has(digest) {
+    const cache = await this.cache;
+    return Boolean(cache && (await cache.match(this.url(digest))));
+  }
+
   // The blob's bytes; concurrent requests for one digest share one download.
   get(ref) {
     let promise = this.pending.get(ref.digest);
