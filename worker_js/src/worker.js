@@ -267,6 +267,7 @@ class VolunteerWorker {
         name,
         dtype: ref.dtype,
         shape: ref.shape,
+        digest: ref.digest, // verified by BlobStore: the runtime keys resident GPU buffers by it
         data: await this.blobs.get(ref),
       })),
     );
