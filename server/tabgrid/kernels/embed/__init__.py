@@ -54,7 +54,7 @@ async def run(gpu: Gpu, params: dict[str, Any], inputs: dict[str, Array]) -> dic
 def reference(params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    from tabgrid.kernels.embed.reference import embeddings
+    from tabgrid.kernels.embed.numpy_forward import embeddings
 
     config = _config(params)
     ids = np.asarray(inputs["tokens"])
