@@ -48,7 +48,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) group:
             query[c] = q[(first + i) * hidden + hoff + c] * dims.scale;
         }
     }
-    var best = -3.4028235e38;
+    var best = -1e30; // below any score; the first key fades it to exactly 0
     var total = 0.0;
     let tiles = (length + KT - 1u) / KT;
     for (var t = 0u; t < tiles; t++) {
