@@ -15,7 +15,15 @@ GELU is BERT's exact erf form; WGSL has no erf, so linear.wgsl uses the rational
 approximation of Eigen and XLA (6.5e-8 from erf in exact arithmetic, 4.2e-7 in float32).
 
 Agreement (``compare``): every row's cosine >= MIN_COSINE and every element within MAX_ABS.
-THRESHOLDS
+Measured against the float64 reference on all-MiniLM-L6-v2 (texts of 3 to 256 tokens, one
+non-ASCII): native wgpu-py on lavapipe, 1 - cosine <= 7.6e-13 and max |difference| <=
+2.4e-7; Chromium's WebGPU on SwiftShader, <= 7.2e-13 and <= 2.2e-7. Two honest replicas
+then differ by about 5e-7. The bounds (1e-5 and 1e-4) leave room for GPUs whose exp and
+division are less exact than these CPU backends' (WGSL allows exp 3 + 2|x| ULP, division
+2.5 ULP), which were not measured here; a row within 1e-4 of the right one in every element
+(about 0.2% of a typical element, 1/sqrt(384)) is that text's embedding for any search,
+while another text's row fails by far: the closest pairs among six test sentences ("Hi" and
+"Hello"; two "A man is eating ..." sentences) had cosines 0.81 and 0.76.
 """
 
 from __future__ import annotations
@@ -34,8 +42,8 @@ __all__ = ["compare", "flops", "reference", "run", "validate_job", "validate_uni
 
 NAME = "embed"
 VERSION = "1"
-MIN_COSINE = 0.9999
-MAX_ABS = 1e-3
+MIN_COSINE = 0.99999
+MAX_ABS = 1e-4
 
 
 def _config(params: dict[str, Any]) -> Config:
