@@ -175,7 +175,7 @@ def test_page_and_worker_messages_share_no_name_with_the_websocket_protocol() ->
     to_worker = _message_types(source, "ToWorker")
     to_page = _message_types(source, "ToPage")
     assert to_worker == {"start", "pause", "resume", "cap", "stop", "lose-device"}
-    assert to_page == {"state", "adapter", "identity", "figures", "tile", "log"}
+    assert to_page == {"state", "adapter", "identity", "figures", "tile", "work", "log"}
     tags = {
         cls.__struct_config__.tag
         for cls in vars(protocol).values()

@@ -421,3 +421,96 @@ class Problem(Struct, omit_defaults=True):
 worker_decoder = msgspec.json.Decoder(WorkerMessage)
 coordinator_decoder = msgspec.json.Decoder(CoordinatorMessage)
 encoder = msgspec.json.Encoder()
+
+
+# ---- models and embeddings (issue 10) ---------------------------------------------------------
+
+ModelName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="letters, digits, '.', '_' and '-'; matched without regard to case",
+    ),
+]
+TensorName = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+MAX_TENSORS = 2000  # a 48-layer BERT has under 800
+FileJson = Annotated[dict[str, Any], Meta(max_length=200)]  # one small JSON file of a model
+
+
+class ModelImport(Struct, frozen=True, forbid_unknown_fields=True):
+    """A sentence-transformers model directory as the coordinator checks it: its small JSON
+    files as read, and its tokenizer.json and weight tensors as blobs uploaded first (float32,
+    named as in model.safetensors)."""
+
+    name: ModelName
+    config: FileJson  # config.json
+    modules: Annotated[list[FileJson], Meta(max_length=16)]  # modules.json
+    pooling: FileJson  # 1_Pooling/config.json
+    tokenizer: BlobRef  # tokenizer.json, uint8
+    tensors: Annotated[dict[TensorName, BlobRef], Meta(max_length=MAX_TENSORS)]
+    sentence_bert: FileJson = {}  # sentence_bert_config.json
+
+
+class ModelInfo(Struct):
+    name: str
+    architecture: str
+    dims: int  # the embedding's length (hidden_size)
+    max_tokens: int  # longer texts are truncated (sentence-transformers' max_seq_length)
+    layers: int
+    tensors: int
+    bytes: int  # of the weights and the tokenizer
+    created_at: float
+
+
+class ModelList(Struct):
+    models: list[ModelInfo]
+
+
+class ModelImported(Struct):
+    model: ModelInfo
+    created: bool  # False: the same model was registered under this name already
+    ignored: list[str] = []  # tensors the encoder does not use (a pooler head), not stored
+
+
+class EmbedRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    """Texts to embed with a registered model; their bounds are the coordinator's settings."""
+
+    model: Annotated[str, Meta(min_length=1, max_length=64)]
+    texts: list[str]
+    name: Label = ""
+    # Any Policy field; unset ones default to quorum 2 and compare "kernel".
+    policy: dict[str, Any] = {}
+
+
+class EmbedJob(Struct):
+    """An embedding job as created: the job, and what became of the texts."""
+
+    job: JobStatus
+    model: str
+    texts: int
+    truncated: int  # texts longer than max_tokens, cut to it as sentence-transformers does
+    max_tokens: int
+    tokens: int  # in all texts, after truncation
+
+
+class EmbedLayout(Struct):
+    """Where each text's embedding is: rows[i] lists the input positions of unit i's rows."""
+
+    job: int
+    model: str
+    texts: int
+    truncated: int
+    dims: int
+    rows: list[list[int]]
+
+
+class EmbedAbout(Struct):
+    """What an embedding job computes, for the volunteer whose worker holds one of its leases."""
+
+    job: int
+    model: str
+    name: str
+    owner: str
+    texts: int

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tabgrid.blobs import BlobStore
 from tabgrid.coordinator.console_hub import ConsoleHub
+from tabgrid.coordinator.embed_jobs import Tokenizers
 from tabgrid.coordinator.scheduler import Scheduler
 from tabgrid.coordinator.telemetry import Telemetry
 from tabgrid.settings import Settings
@@ -22,3 +23,7 @@ class Services:
     scheduler: Scheduler
     telemetry: Telemetry
     hub: ConsoleHub
+    tokenizers: Tokenizers = field(init=False)  # models' tokenizers, each parsed once
+
+    def __post_init__(self) -> None:
+        self.tokenizers = Tokenizers(self.blobs.read)

@@ -28,6 +28,13 @@ class Limits:
     upload_quota_blobs: int = 10_000
     worker_upload_quota_bytes: int = 1 * GiB
     worker_upload_quota_blobs: int = 256
+    # Embedding jobs (POST /api/v1/embeddings): texts per job and characters per text; texts
+    # of similar length form a unit of at most embed_unit_texts texts and embed_unit_tokens
+    # tokens (padded), which bounds a unit's activations on a volunteer's GPU.
+    max_embed_texts: int = 10_000
+    max_text_chars: int = 20_000
+    embed_unit_texts: int = 32
+    embed_unit_tokens: int = 4096
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ const ui = {
   kernel: $('kernel'),
   busy: $('busy'),
   firstResult: $('first-result'),
+  work: $('work'),
   tile: $('tile'),
   tileInfo: $('tile-info'),
   log: $('log'),
@@ -232,6 +233,40 @@ function showTile(msg) {
   ui.tile.closest('figure')?.classList.add('has-tile');
 }
 
+// What the unit about to run computes, in plain words; for an embedding job the model, for
+// whom, and the megabytes of model to download before it starts (none once cached).
+let workLogged = '';
+
+function showWork(msg) {
+  if (msg.kernel !== 'embed') {
+    ui.work.hidden = true;
+    return;
+  }
+  const model = msg.model ? String(msg.model) : 'an AI language model';
+  const whom = msg.owner ? ` for ${msg.owner}` : '';
+  const texts = Number.isFinite(msg.texts) ? `, ${count(msg.texts)} texts` : '';
+  const job = msg.name ? ` (“${msg.name}”${texts})` : '';
+  let text =
+    `This tab computes sentence embeddings with ${model}${whom}${job}: numbers that ` +
+    'capture what each text means, for search and clustering.';
+  if (msg.fetchBytes > 0) {
+    text += ` Before its first unit it downloads ${formatMB(msg.fetchBytes)} of model, once; later units reuse it.`;
+  } else {
+    text += ` The model (${formatMB(msg.totalBytes)}) is already in this browser's cache.`;
+  }
+  ui.work.textContent = text;
+  ui.work.hidden = false;
+  ui.work.dataset.model = model;
+  ui.work.dataset.fetchBytes = String(msg.fetchBytes ?? 0);
+  const gist = `${msg.job}:${msg.fetchBytes > 0}`;
+  if (gist !== workLogged) {
+    workLogged = gist;
+    log('info', text);
+  }
+}
+
+const formatMB = (bytes) => `${(bytes / 1e6).toLocaleString(undefined, { maximumFractionDigits: 1 })} MB`;
+
 function log(level, text) {
   const item = document.createElement('li');
   item.className = `log-${level}`;
@@ -393,6 +428,7 @@ function stop() {
   showBusy(null);
   ui.job.textContent = '–';
   ui.kernel.textContent = '–';
+  ui.work.hidden = true;
   setState('stopped', 'Stopped. Your choice to contribute is withdrawn for this browser.');
   renderConsentNote();
 }
@@ -440,6 +476,9 @@ function onMessage(msg) {
       break;
     case ToPage.TILE:
       showTile(msg);
+      break;
+    case ToPage.WORK:
+      showWork(msg);
       break;
     case ToPage.LOG:
       log(['info', 'warn', 'error'].includes(msg.level) ? msg.level : 'info', String(msg.text));

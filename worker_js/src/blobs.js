@@ -7,6 +7,9 @@ import { hex, sha256 } from './digest.js';
 const CACHE = 'tabgrid-blobs-v1';
 const MAX_CACHED = 2000; // blobs kept across visits, oldest dropped first
 const TRIM_EVERY = 50; // downloads between trims
+// Verified blobs also stay in memory, newest last, up to this many bytes: a model's weights
+// (91 MB for MiniLM) are then read from the Cache API and hashed once, not once per unit.
+const MEMORY_BYTES = 256 * 1024 * 1024;
 const ITEMSIZE = { float32: 4, int32: 4, uint32: 4, uint8: 1, float64: 8, int64: 8 };
 
 export class BlobError extends Error {}
@@ -50,20 +53,48 @@ export class BlobStore {
     this.cache = openCache();
     this.pending = new Map();
     this.stored = 0;
+    this.memory = new Map(); // digest -> verified bytes, least recently used first
+    this.memoryBytes = 0;
   }
 
   url(digest) {
     return new URL(`/api/v1/blobs/${digest}`, this.origin).href;
   }
 
+  // Whether the Cache API holds the blob (unchecked: load checks it on use).
+  async has(digest) {
+    const cache = await this.cache;
+    return Boolean(cache && (await cache.match(this.url(digest))));
+  }
+
   // The blob's bytes; concurrent requests for one digest share one download.
   get(ref) {
+    const held = this.memory.get(ref.digest);
+    if (held) {
+      this.memory.delete(ref.digest);
+      this.memory.set(ref.digest, held);
+      return Promise.resolve(held);
+    }
     let promise = this.pending.get(ref.digest);
     if (!promise) {
-      promise = this.load(ref).finally(() => this.pending.delete(ref.digest));
+      promise = this.load(ref)
+        .then((bytes) => this.remember(ref.digest, bytes))
+        .finally(() => this.pending.delete(ref.digest));
       this.pending.set(ref.digest, promise);
     }
     return promise;
+  }
+
+  remember(digest, bytes) {
+    if (bytes.length > MEMORY_BYTES) return bytes;
+    this.memory.set(digest, bytes);
+    this.memoryBytes += bytes.length;
+    for (const [old, data] of this.memory) {
+      if (this.memoryBytes <= MEMORY_BYTES) break;
+      this.memory.delete(old);
+      this.memoryBytes -= data.length;
+    }
+    return bytes;
   }
 
   async load(ref) {

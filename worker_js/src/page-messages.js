@@ -28,6 +28,7 @@ export const ToPage = Object.freeze({
   IDENTITY: 'identity',
   FIGURES: 'figures',
   TILE: 'tile',
+  WORK: 'work',
   LOG: 'log',
 });
 
@@ -125,6 +126,24 @@ export const tileMessage = ({ width, height, maxIter, iters, x0, y0, x1, y1, job
   y1,
   job,
   unit,
+});
+
+/**
+ * What the unit about to run computes, sent before its inputs download: job and kernel; for
+ * an embedding job model, name (the job's), owner (who submitted it) and texts, else those
+ * are undefined; fetchBytes (its inputs not yet in this browser's cache, to download now) and
+ * totalBytes (all its inputs).
+ */
+export const workMessage = ({ job, kernel, model, name, owner, texts, fetchBytes, totalBytes }) => ({
+  type: ToPage.WORK,
+  job,
+  kernel,
+  model,
+  name,
+  owner,
+  texts,
+  fetchBytes,
+  totalBytes,
 });
 
 /** A line for the page's log: level is info, warn or error. */

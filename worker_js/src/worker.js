@@ -9,7 +9,8 @@
 // the time it took.
 
 /* global KERNELS */
-import { BlobError, BlobStore } from './blobs.js';
+import { JobAbout } from './about.js';
+import { BlobError, BlobStore, workerAuth } from './blobs.js';
 import { BusyMeter } from './busy.js';
 import { Connection } from './connection.js';
 import {
@@ -21,6 +22,7 @@ import {
   stateMessage,
   tileMessage,
   ToWorker,
+  workMessage,
 } from './page-messages.js';
 import { errorItem, outputsItem } from './results.js';
 import { loadRuntime } from './runtime.js';
@@ -39,6 +41,7 @@ class VolunteerWorker {
     this.duty = clampDuty(config.duty ?? 1);
     this.pauses = new Set(config.paused ? [PauseReason.HIDDEN] : []);
     this.blobs = new BlobStore(new URL(config.wsURL.replace(/^ws/, 'http')).origin, () => this.identity);
+    this.about = new JobAbout(this.blobs, () => workerAuth(this.identity));
     this.jobs = new Map();
     this.queue = [];
     this.credit = 0;
@@ -229,6 +232,7 @@ class VolunteerWorker {
     try {
       if (!spec) throw new Error(`no job description for job ${lease.job} arrived before its lease`);
       const params = { ...spec.params, ...lease.params };
+      post(workMessage(await this.about.describe(lease, spec)));
       const inputs = await this.inputs({ ...spec.inputs, ...lease.inputs });
       const runtime = await this.runtime;
       const t0 = performance.now();
@@ -263,6 +267,7 @@ class VolunteerWorker {
         name,
         dtype: ref.dtype,
         shape: ref.shape,
+        digest: ref.digest, // verified by BlobStore: the runtime keys resident GPU buffers by it
         data: await this.blobs.get(ref),
       })),
     );

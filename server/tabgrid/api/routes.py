@@ -17,7 +17,9 @@ from starlette.routing import Route
 from tabgrid.api import auth, problems
 from tabgrid.api import blobs as api_blobs
 from tabgrid.api import console as api_console
+from tabgrid.api import embeddings as api_embeddings
 from tabgrid.api import jobs as api_jobs
+from tabgrid.api import models as api_models
 from tabgrid.api import operator as api_operator
 from tabgrid.api.io import NO_STORE, json_response, services
 from tabgrid.api.openapi import Endpoint, Media, Query, document
@@ -28,11 +30,18 @@ from tabgrid.protocol import (
     AuditLog,
     BanRequest,
     BlobStored,
+    EmbedAbout,
+    EmbedJob,
+    EmbedLayout,
+    EmbedRequest,
     Health,
     JobList,
     JobStatus,
     JobSubmit,
     JobSummary,
+    ModelImport,
+    ModelImported,
+    ModelList,
     NoBody,
     PriorityRequest,
     ServerLimits,
@@ -239,6 +248,60 @@ ENDPOINTS: list[Endpoint] = [
         status=204,
         problems=(400, 404),
         role=Role.SUBMITTER,
+    ),
+    Endpoint(
+        "GET",
+        f"{PREFIX}/models",
+        api_models.list_models,
+        "Registered models: name, architecture, embedding dims, max tokens, layers, bytes",
+        returns=ModelList,
+        role=Role.SUBMITTER,
+    ),
+    Endpoint(
+        "POST",
+        f"{PREFIX}/models",
+        api_models.import_model,
+        "Register a model (operators): a BERT sentence encoder with mean pooling, its "
+        "tokenizer.json and float32 weight tensors uploaded first as blobs; the same model "
+        "again answers 200",
+        body=ModelImport,
+        returns=ModelImported,
+        status=201,
+        also=(200,),
+        problems=(400, 401, 403, 409, 413, 422),
+        role=Role.OPERATOR,
+    ),
+    Endpoint(
+        "POST",
+        f"{PREFIX}/embeddings",
+        api_embeddings.create,
+        "Embed texts with a registered model: tokenized (truncated at the model's max tokens), "
+        "sorted by length and cut into units of an ordinary embed job",
+        body=EmbedRequest,
+        returns=EmbedJob,
+        status=201,
+        problems=(400, 404, 413, 422),
+        role=Role.SUBMITTER,
+    ),
+    Endpoint(
+        "GET",
+        f"{PREFIX}/embeddings/{{id}}",
+        api_embeddings.layout,
+        "Where each text's embedding is: for each unit (by index) the input positions of its "
+        "rows; the texts truncated",
+        returns=EmbedLayout,
+        problems=(400, 404),
+        role=Role.SUBMITTER,
+    ),
+    Endpoint(
+        "GET",
+        f"{PREFIX}/embeddings/{{id}}/about",
+        api_embeddings.about,
+        "What an embedding job computes, and for whom: for its owner, operators, and workers "
+        "holding one of its leases (the contribute page shows it)",
+        returns=EmbedAbout,
+        problems=(400, 404),
+        role=Role.WORKER,
     ),
     Endpoint(
         "POST",

@@ -1,5 +1,5 @@
 """The ``tabgrid`` command: serve, worker, submit, jobs, units, summary, cancel, retry, delete,
-results, token, demo."""
+results, token, model, models, embed (cli/embeddings.py), demo."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from tabgrid.protocol import JobStatus, JobSummary, UnitInfo
     from tabgrid.settings import Settings
 
+from tabgrid.cli import embeddings
 from tabgrid.cli.common import (
     DEFAULT_URL,
     DEMO_DATA,
@@ -467,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     _job_parsers(sub)
     _results_parser(sub)
     _token_parser(sub)
+    embeddings.add_parsers(sub)
     _demo_parser(sub)
     return parser
 

@@ -1,4 +1,5 @@
-"""``tabgrid demo``: a coordinator, native workers and two demo jobs on this machine.
+"""``tabgrid demo``: a coordinator, native workers and the demo jobs on this machine: a matmul,
+a mandelbrot and an embedding job (cli/demo_embed.py).
 
 The coordinator runs as a child process (its log goes to a file so the live job lines stay
 readable); the workers run in this process. Ctrl-C stops the workers first, then the
@@ -68,11 +69,12 @@ def run_demo(port: int = 8000, data_dir: Path = DEMO_DATA, workers: int = 1) -> 
     try:
         coordinator.wait_ready(url)
         token = demo_token(url, coordinator.db, data_dir)
-        demo_token(url, coordinator.db, data_dir, "operator")
+        operator = demo_token(url, coordinator.db, data_dir, "operator")
         from tabgrid.client.sdk import Client
 
         with Client(url, token) as client:
             jobs = submit_jobs(client, data_dir)
+            jobs += submit_embedding(client, url, operator)
             example = write_example(data_dir)
             write_wgsl_example(data_dir)
             print_intro(url, data_dir, coordinator, jobs, example, workers)
@@ -228,6 +230,25 @@ def write_secret(path: Path, text: str) -> None:
 
 def submit_jobs(client: Client, data_dir: Path) -> list[DemoJob]:
     return [submit_matmul(client), submit_mandelbrot(client, data_dir)]
+
+
+def submit_embedding(client: Client, url: str, operator: str) -> list[DemoJob]:
+    """The embedding job, or none (saying why) when MiniLM cannot be registered."""
+    from tabgrid.cli import demo_embed
+
+    try:
+        problem = demo_embed.ensure_model(url, operator)
+    except Exception as exc:  # the demo goes on with its other jobs
+        problem = f"importing {demo_embed.MODEL} failed: {exc}"
+    if problem:
+        print(f"no embedding job: {problem}", file=sys.stderr)
+        return []
+    job_id, finish = demo_embed.submit(client)
+    about = (
+        f"{len(demo_embed.TEXTS)} short texts and a query with {demo_embed.MODEL}, quorum 2; "
+        "at the end, a semantic search over them"
+    )
+    return [DemoJob("embeddings", job_id, about, finish)]
 
 
 def submit_matmul(client: Client) -> DemoJob:

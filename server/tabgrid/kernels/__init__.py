@@ -1,4 +1,5 @@
-"""Built-in kernels: each is ``<name>.py`` (the driver) with ``<name>.wgsl`` beside it.
+"""Built-in kernels: each is ``<name>.py`` (the driver) with ``<name>.wgsl`` beside it, or a
+subpackage ``<name>/`` holding its driver and shaders.
 
 Stdlib only at import: the kernels load inside Pyodide, where there is no numpy.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from types import ModuleType
 
-NAMES = ("matmul", "mandelbrot", "wgsl", "checksum")
+NAMES = ("matmul", "mandelbrot", "wgsl", "checksum", "embed")
 
 
 def get(name: str) -> ModuleType:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 
 ITEMSIZE: dict[str, int] = {
@@ -17,11 +17,17 @@ ITEMSIZE: dict[str, int] = {
 
 @dataclass(frozen=True, slots=True)
 class Array:
-    """C-order, little-endian data with its dtype and shape; checked on construction."""
+    """C-order, little-endian data with its dtype and shape; checked on construction.
+
+    ``digest`` is the sha256 of ``data`` when a worker got it as a verified blob: kernels
+    pass it to ``Gpu.resident`` to keep the array on the device across units. It plays no
+    part in equality, which is the data's.
+    """
 
     dtype: str
     shape: tuple[int, ...]
     data: bytes
+    digest: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         itemsize = ITEMSIZE.get(self.dtype)

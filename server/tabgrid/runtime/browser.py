@@ -1,7 +1,8 @@
 """What the browser worker calls: run one unit on the tab's GPU, with JS values in and out.
 
 Only importable inside Pyodide. Inputs arrive as a JS array of ``{name, dtype, shape,
-data: Uint8Array}`` and outputs leave in the same shape, so bytes are copied once each
+data: Uint8Array, digest}`` (the digest of a verified blob, so kernels can keep it resident
+on the GPU) and outputs leave in the same shape, so bytes are copied once each
 way and nothing else is converted. Every failure is returned as ``{error}``: a kernel
 that fails must become an error result, never an exception that kills the tab.
 """
@@ -32,7 +33,12 @@ async def adapter() -> Any:
 
 def _inputs(items: Any) -> dict[str, Array]:
     return {
-        str(item.name): Array(str(item.dtype), tuple(item.shape.to_py()), item.data.to_bytes())
+        str(item.name): Array(
+            str(item.dtype),
+            tuple(item.shape.to_py()),
+            item.data.to_bytes(),
+            str(getattr(item, "digest", None) or ""),
+        )
         for item in items
     }
 

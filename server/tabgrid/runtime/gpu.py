@@ -33,6 +33,13 @@ class Gpu(Protocol):
         """A buffer holding ``data``: read-only storage, or a uniform block."""
         ...
 
+    async def resident(self, digest: str, data: bytes) -> Buffer:
+        """A read-only storage buffer holding ``data``, kept on the device under ``digest``
+        (the sha256 of ``data``, as ``Array.digest`` gives it) across units and jobs, so
+        that the same bytes go up once per device. Release it like any other buffer: that
+        unpins it, and the backend frees it when its byte bound or a lost device says so."""
+        ...
+
     async def empty(self, size: int) -> Buffer:
         """A zeroed read_write storage buffer of ``size`` bytes."""
         ...
@@ -52,5 +59,6 @@ class Gpu(Protocol):
         ...
 
     def release(self, *bufs: Buffer) -> None:
-        """Free device memory now rather than at garbage collection."""
+        """Free device memory now rather than at garbage collection (a resident buffer is
+        only unpinned)."""
         ...

@@ -25,6 +25,7 @@ from pyodide.ffi import JsException, jsnull, to_js  # type: ignore
 
 from tabgrid.runtime.errors import KernelError, ShaderError
 from tabgrid.runtime.gpu import Usage
+from tabgrid.runtime.resident import DEFAULT_RESIDENT_BYTES, ResidentCache
 
 _STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST
 _UNIFORM = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST
@@ -47,6 +48,7 @@ class JsBuffer:
     raw: Any
     size: int
     device_generation: int
+    digest: str = ""  # set on buffers the resident cache holds
 
 
 @dataclass(slots=True)
@@ -63,15 +65,21 @@ def _padded(size: int, usage: Usage) -> int:
 
 
 class JsGpu:
-    """One WebGPU device of the tab; a lost device is replaced on the next call."""
+    """One WebGPU device of the tab; a lost device is replaced on the next call, and the
+    resident buffers (at most ``resident_bytes`` of them unpinned) are uploaded again."""
 
-    def __init__(self, power_preference: str = "high-performance") -> None:
+    def __init__(
+        self,
+        power_preference: str = "high-performance",
+        resident_bytes: int = DEFAULT_RESIDENT_BYTES,
+    ) -> None:
         self._options = js_object({"powerPreference": power_preference})
         self._device: Any = None
         self._generation = 0
         self._pipelines: OrderedDict[tuple[str, str], _Pipeline] = OrderedDict()
         self._encoder: Any = None  # commands not submitted yet, inside an error scope
         self._buffer_descriptors: dict[tuple[int, int, bool], Any] = {}
+        self.residents = ResidentCache(resident_bytes, lambda buf: buf.raw.destroy())
         self.adapter: dict[str, str] = {}
         self.lost_reason = ""
 
@@ -94,6 +102,7 @@ class JsGpu:
         self._generation += 1
         self._pipelines.clear()
         self._buffer_descriptors.clear()
+        self.residents.clear()
         self._encoder = None
         asyncio.ensure_future(self._watch(device, self._generation))
         return device
@@ -125,7 +134,21 @@ class JsGpu:
         return desc
 
     async def upload(self, data: bytes, *, usage: Usage = "storage") -> JsBuffer:
+        return self._upload_now(await self.ensure_device(), data, usage)
+
+    async def resident(self, digest: str, data: bytes) -> JsBuffer:
         device = await self.ensure_device()
+        # No await from here to add(): units in flight together share one upload.
+        buf = self.residents.take(digest)
+        if buf is not None:
+            return buf
+        buf = self._upload_now(device, data, "storage")
+        if self.residents.fits(len(data)):
+            buf.digest = digest
+            self.residents.add(digest, buf, len(data))
+        return buf
+
+    def _upload_now(self, device: Any, data: bytes, usage: Usage) -> JsBuffer:
         flags = _UNIFORM if usage == "uniform" else _STORAGE
         raw = device.createBuffer(self._descriptor(_padded(len(data), usage), flags, True))
         if data:
@@ -231,4 +254,5 @@ class JsGpu:
 
     def release(self, *bufs: JsBuffer) -> None:
         for buf in bufs:
-            buf.raw.destroy()
+            if not (buf.digest and self.residents.give_back(buf.digest, buf)):
+                buf.raw.destroy()

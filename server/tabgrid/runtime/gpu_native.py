@@ -13,6 +13,7 @@ import wgpu
 
 from tabgrid.runtime.errors import KernelError, ShaderError
 from tabgrid.runtime.gpu import Usage
+from tabgrid.runtime.resident import DEFAULT_RESIDENT_BYTES, ResidentCache
 
 _STORAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
 _UNIFORM = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
@@ -25,6 +26,7 @@ class NativeBuffer:
     raw: Any
     size: int
     device_generation: int
+    digest: str = ""  # set on buffers the resident cache holds
 
 
 def _padded(size: int, usage: Usage) -> int:
@@ -38,20 +40,30 @@ class NativeGpu:
     """One wgpu device; pipelines are cached by (sha256 of the shader, entry point).
 
     Open with ``await NativeGpu.open()``. When the device is lost the next call requests
-    a new one; buffers made on the lost device are rejected with a KernelError.
+    a new one; buffers made on the lost device are rejected with a KernelError, and the
+    resident buffers (at most ``resident_bytes`` of them unpinned) are uploaded again.
     """
 
-    def __init__(self, power_preference: str = "high-performance") -> None:
+    def __init__(
+        self,
+        power_preference: str = "high-performance",
+        resident_bytes: int = DEFAULT_RESIDENT_BYTES,
+    ) -> None:
         self._power_preference = power_preference
         self._device: Any = None
         self._generation = 0
         self._pipelines: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self.residents = ResidentCache(resident_bytes, lambda buf: buf.raw.destroy())
         self.adapter: dict[str, str] = {}
 
     @classmethod
-    async def open(cls, power_preference: str = "high-performance") -> NativeGpu:
+    async def open(
+        cls,
+        power_preference: str = "high-performance",
+        resident_bytes: int = DEFAULT_RESIDENT_BYTES,
+    ) -> NativeGpu:
         """Request an adapter and a device (slow: do it once per process)."""
-        gpu = cls(power_preference)
+        gpu = cls(power_preference, resident_bytes)
         await gpu._ensure_device()
         return gpu
 
@@ -69,7 +81,14 @@ class NativeGpu:
             self._device = await adapter.request_device_async()
             self._generation += 1
             self._pipelines.clear()
+            self.residents.clear()
         return self._device
+
+    def lose_device(self) -> None:
+        """Destroy the device, as a driver reset would (for tests of recovery)."""
+        if self._device is not None:
+            self._device.destroy()
+            self._device = None
 
     @contextmanager
     def _errors(self, what: str, error: type[KernelError] = KernelError) -> Iterator[None]:
@@ -85,7 +104,11 @@ class NativeGpu:
             raise error(f"{what}: {e}") from e
 
     async def upload(self, data: bytes, *, usage: Usage = "storage") -> NativeBuffer:
-        device = await self._ensure_device()
+        await self._ensure_device()
+        return self._upload_now(data, usage)
+
+    def _upload_now(self, data: bytes, usage: Usage = "storage") -> NativeBuffer:
+        device = self._device
         padded = _padded(len(data), usage)
         flags = _UNIFORM if usage == "uniform" else _STORAGE
         with self._errors("upload"):
@@ -93,6 +116,18 @@ class NativeGpu:
                 data=bytes(data) + bytes(padded - len(data)), usage=flags
             )
         return NativeBuffer(raw, len(data), self._generation)
+
+    async def resident(self, digest: str, data: bytes) -> NativeBuffer:
+        await self._ensure_device()
+        # No await from here to add(): units in flight together share one upload.
+        buf = self.residents.take(digest)
+        if buf is not None:
+            return buf
+        buf = self._upload_now(data)
+        if self.residents.fits(len(data)):
+            buf.digest = digest
+            self.residents.add(digest, buf, len(data))
+        return buf
 
     async def empty(self, size: int) -> NativeBuffer:
         device = await self._ensure_device()
@@ -165,4 +200,5 @@ class NativeGpu:
 
     def release(self, *bufs: NativeBuffer) -> None:
         for buf in bufs:
-            buf.raw.destroy()
+            if not (buf.digest and self.residents.give_back(buf.digest, buf)):
+                buf.raw.destroy()

@@ -209,3 +209,35 @@ __all__ = [
     "Unit",
     "Worker",
 ]
+
+
+class Model(SQLModel, table=True):
+    """A registered model (store/models.py): the config its kernel needs and one blob per
+    weight tensor. Its blobs are held by claims of owner ``model:<key>`` that never expire."""
+
+    __tablename__ = "models"
+    __table_args__ = (NEVER_REUSED,)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    key: str = Field(unique=True)  # the name in lower case: names are matched without case
+    architecture: str
+    config: str  # JSON: what the kernel needs (hidden_size, layers, max_seq_length, ...)
+    tokenizer: str  # JSON: BlobRef of tokenizer.json
+    tensors: str  # JSON: name -> BlobRef
+    lowercase: bool = False  # texts are lowered before tokenizing (do_lower_case)
+    total_bytes: int
+    fingerprint: str  # sha256 over config, tokenizer and tensors: a re-import is recognised
+    created_at: float
+
+
+class EmbeddingJob(SQLModel, table=True):
+    """What an embedding job was made from, beside its job row."""
+
+    __tablename__ = "embedding_jobs"
+    job_id: int = Field(primary_key=True)
+    model: str
+    texts: int
+    truncated: int
+
+
+__all__ += ["EmbeddingJob", "Model"]

@@ -128,7 +128,9 @@ class BlobCache:
         return await asyncio.shield(task)
 
     async def array(self, ref: BlobRef) -> Array:
-        return Array(ref.dtype, tuple(ref.shape), await self.get(ref))
+        # The digest travels with the bytes it was checked against: kernels key resident
+        # GPU buffers by it.
+        return Array(ref.dtype, tuple(ref.shape), await self.get(ref), ref.digest)
 
     def _landed(self, digest: str, task: asyncio.Task[bytes]) -> None:
         del self._pending[digest]
