@@ -11,8 +11,8 @@ live), each keeps two units in flight. Policies, each on the same workers and un
 
 "err" is wrong accepted / accepted at the end of the run (after any backtracking); where none
 was seen it prints the 95% upper bound 3/n. "res/unit" counts every result a worker computed,
-spot-checks included, per accepted unit. "reopened" (c only): accepted units that backtracking opened again;
-undone by backtracking. "ref/u" (c only): units the coordinator computed itself with the
+spot-checks included, per accepted unit. "reopened" (c only): accepted units that
+backtracking opened again. "ref/u" (c only): units the coordinator computed itself with the
 kernel's reference (known answers for spot-checks, and disagreements it settled), per accepted
 unit: coordinator work, not counted in res/unit.
 
@@ -295,7 +295,8 @@ def main() -> int:
     print(f"{args.workers} workers, {SLOTS} units in flight each; units per scenario in the table")
     head = (
         f"{'scenario':<30} {'units':>7} | {'(a) err':>9} {'res/u':>5} | {'(b) err':>9} "
-        f"{'res/u':>5} | {'(c) err':>9} {'res/u':>5} {'ref/u':>6} {'caught':>6} {'reopened':>8} {'failed':>6}"
+        f"{'res/u':>5} | {'(c) err':>9} {'res/u':>5} {'ref/u':>6} {'caught':>6} "
+        f"{'reopened':>8} {'failed':>6}"
     )
     print(head)
     print("-" * len(head))
