@@ -348,7 +348,8 @@ class VolunteerWorker {
     if (this.stopped) return;
     if (this.running) {
       const job = this.current.job;
-      this.setState('running', `Computing a ${this.current.kernel ?? ''} unit of job ${job}.`);
+      const kernel = this.current.kernel ?? '?';
+      this.setState('running', `Computing a unit of job ${job} (kernel ${kernel}).`);
     } else if (!this.runtimeReady) {
       this.setState('loading', 'Loading Python and the tabgrid runtime…');
     } else if (!this.conn?.open) {
