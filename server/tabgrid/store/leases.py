@@ -118,6 +118,14 @@ def _lease(
     units = {r[0]: r for r in conn.execute(_ISSUE, {"ids": ids, "now": now}).all()}
     params = {"ids": ids, "worker": worker, "addr": addr, "deadline": deadline, "now": now}
     leases = sorted((r[0], r[1]) for r in conn.execute(_REPLICATE, params).all())
+    return claimed(job_id, leases, units, deadline)
+
+
+def claimed(
+    job_id: int, leases: list[tuple[int, int]], units: dict[int, tuple], deadline: float
+) -> list[Claimed]:
+    """Leases as the scheduler sends them: (lease, unit) pairs, with each unit's row of
+    (id, idx, params, inputs)."""
     return [
         Claimed(
             lease=lid,

@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import Connection, bindparam, func, insert, literal, select, text, update
+from sqlalchemy import Connection, bindparam, case, func, insert, literal, select, text, update
 
 from tabgrid.protocol import Policy
-from tabgrid.store.codec import loads, loads_inputs
-from tabgrid.store.leases import Claimed
+from tabgrid.store.leases import Claimed, claimed
 from tabgrid.store.tables import Job, Replica, Unit, Worker
 
 U = Unit.__table__  # type: ignore[attr-defined]
@@ -134,19 +133,8 @@ def claim_checks(
         _CHECK_REPLICAS,
         {"ids": ids, "worker": worker, "addr": addr, "deadline": deadline, "now": now},
     ).all()
-    specs = {r[0]: r for r in conn.execute(_UNIT_SPECS, {"ids": ids}).all()}
-    return [
-        Claimed(
-            lease=lid,
-            job=job_id,
-            unit=uid,
-            index=specs[uid][1],
-            params=loads(specs[uid][2]),
-            inputs=loads_inputs(specs[uid][3]),
-            deadline=deadline,
-        )
-        for lid, uid in sorted(rows)
-    ]
+    specs = {r[0]: tuple(r) for r in conn.execute(_UNIT_SPECS, {"ids": ids}).all()}
+    return claimed(job_id, sorted((r[0], r[1]) for r in rows), specs, deadline)
 
 
 def open_unit_for_reference(conn: Connection, job_id: int) -> int | None:
@@ -247,7 +235,7 @@ def addresses_with_many_ids(conn: Connection, since: float, least: int = 3) -> l
         select(
             W.c.client_addr,
             func.count().label("ids"),
-            func.sum(func.cast(W.c.banned, type_=Unit.__table__.c.revision.type)).label("banned"),
+            func.sum(case((W.c.banned, 1), else_=0)).label("banned"),
         )
         .where(W.c.last_seen >= since, W.c.client_addr != "")
         .group_by(W.c.client_addr)
