@@ -10,6 +10,13 @@ from tabgrid.store import bans, open_store, trust, workers
 
 def test_an_address_with_many_ids_is_listed_with_how_many_were_banned(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 't.db'}")
+    try:
+        _check(store)
+    finally:
+        store.close()  # an unclosed connection fails a later test when it is collected
+
+
+def _check(store) -> None:  # type: ignore[no-untyped-def]
     ids = [store.tx(workers.register, Hello(kind="native"), "10.0.0.9", 100.0)[0] for _ in range(3)]
     for _ in range(2):
         store.tx(workers.register, Hello(kind="native"), "10.0.0.7", 100.0)
