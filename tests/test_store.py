@@ -39,7 +39,8 @@ def worker(store: Store, name: str) -> str:
 
 
 def claim(store: Store, wid: str, n: int, addr: str | None = None, distinct: bool = True):  # type: ignore[no-untyped-def]
-    return store.tx(leases_q.claim, wid, addr or wid, n, distinct, time.time())
+    taker = leases_q.Taker(wid, addr or wid, "test-coordinator")
+    return store.tx(leases_q.claim, taker, n, distinct, time.time())
 
 
 def out(value: str, data: bool = False) -> dict[str, Output]:

@@ -57,6 +57,8 @@ def create_app(settings: Settings) -> Starlette:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):  # the database may be what failed
+                await services.scheduler.stop()
             store.close()
 
     web_dir = settings.web_dir or web.default_web_dir()

@@ -48,6 +48,9 @@ class Settings:
     distinct_addresses: bool = True
     sweep_interval_s: float = 1.0
     restart_grace_s: float = 10.0  # leases left by a killed coordinator wait this long
+    # A coordinator sharing the database that renewed its row no later than this ago is alive;
+    # after that the others release its leases (it renews every sweep_interval_s).
+    coordinator_ttl_s: float = 10.0
     # A worker record that never held a lease is forgotten this long after its last hello.
     unused_worker_ttl_s: float = 3600.0
     # An upload no job uses is deleted this long after it was made: a token's, and a worker's

@@ -68,6 +68,9 @@ async def serve(url: str, gpus: list[NativeGpu], body: Any) -> Any:
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
         return await body()
+    except BaseException:
+        print("worker logs:", *logs, sep="\n  ")  # shown with the failure
+        raise
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
@@ -101,4 +104,14 @@ def test_minilm_on_native_workers_matches_the_reference_with_weights_uploaded_on
             assert_matches_reference(model, [SHORT[1:3]], rows_three)
             assert [g.residents.uploads for g in gpus] == [2 * tensors, 2 * tensors]
 
-    asyncio.run(serve(cluster.url, gpus, body))
+    try:
+        asyncio.run(serve(cluster.url, gpus, body))
+    except BaseException:
+        import sqlite3
+        db = sqlite3.connect(cluster.db.split("///")[1])
+        for row in db.execute("select id, job_id, idx, state, want, issued, inflight from units"):
+            print("unit", row)
+        for row in db.execute("select id, unit_id, worker_id, state, error, created_at, returned_at from replicas"):
+            print("replica", row)
+        print(cluster.coordinator.log.read_text()[-5000:])
+        raise

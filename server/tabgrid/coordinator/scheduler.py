@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -32,6 +35,7 @@ from tabgrid.protocol import (
 )
 from tabgrid.settings import Settings
 from tabgrid.store import Store, bans
+from tabgrid.store import coordinators as coordinators_q
 from tabgrid.store import leases as leases_q
 from tabgrid.store import trust as trust_q
 from tabgrid.store import workers as workers_q
@@ -80,6 +84,8 @@ class Scheduler:
         self.settings = settings
         self.telemetry = telemetry
         self.peers: dict[str, Peer] = {}
+        # This process, among the coordinators sharing the database: its leases carry the id.
+        self.coordinator_id = uuid.uuid4().hex
         self._results: list[Incoming] = []
         self._hungry: set[str] = set()  # workers with credit to fill this tick
         self._starving: set[str] = set()  # workers the last claim could not fill
@@ -99,7 +105,11 @@ class Scheduler:
     # ---- called by the gateway and the API -----------------------------------------------
 
     async def start(self) -> None:
+        me, host = self.coordinator_id, socket.gethostname()
+        await self.store.run(coordinators_q.register, me, host, os.getpid(), time.time())
         if not self.store.is_postgres:
+            # A lone coordinator: any other row is a previous run, whose leases wait below.
+            await self.store.run(coordinators_q.forget_others, me)
             # A lone coordinator that starts has no worker connected yet.
             grace = time.time() + self.settings.restart_grace_s
             n = await self.store.run(leases_q.shorten_deadlines, grace)
@@ -109,6 +119,10 @@ class Scheduler:
                     n,
                     self.settings.restart_grace_s,
                 )
+
+    async def stop(self) -> None:
+        """A clean stop: the workers' connections closed already, releasing their leases."""
+        await self.store.run(coordinators_q.forget, self.coordinator_id)
 
     def attach(self, peer: Peer) -> None:
         old = self.peers.get(peer.worker_id)
@@ -124,7 +138,9 @@ class Scheduler:
             del self.peers[peer.worker_id]
             self._hungry.discard(peer.worker_id)
             self._starving.discard(peer.worker_id)
-            n = await self.store.run(leases_q.release_worker, peer.worker_id, time.time())
+            n = await self.store.run(
+                leases_q.release_worker, peer.worker_id, time.time(), self.coordinator_id
+            )
             if n:
                 self.poke()
 
@@ -213,6 +229,7 @@ class Scheduler:
             n = await self.store.run(leases_q.expire, time.time())
             if n:
                 log.info("%d leases passed their deadline and were released", n)
+            await self._coordinators()
             await self._undrained()
             await self._forget_unused_workers()
             outcome = await self.store.run(self.reconsider, time.time())
@@ -229,6 +246,17 @@ class Scheduler:
         for job in jobs:
             self.validator.context(conn, job)
         return self.validator.reconsider(conn, units, now)
+
+    async def _coordinators(self) -> None:
+        """Renews this coordinator's row and releases the leases of coordinators gone silent
+        (killed, cut off): their workers reconnect elsewhere and their units are leased again."""
+        me, now, ttl = self.coordinator_id, time.time(), self.settings.coordinator_ttl_s
+        await self.store.run(coordinators_q.renew, me, now)
+        if not self.store.is_postgres:
+            return  # one coordinator: a restart's leases wait restart_grace_s (start)
+        n = await self.store.run(coordinators_q.release_gone, me, now, ttl)
+        if n:
+            log.warning("released %d leases of coordinators silent for %.0f s", n, ttl)
 
     async def _forget_unused_workers(self) -> None:
         now = time.time()
@@ -295,7 +323,8 @@ class Scheduler:
         serving = {w: v for w, v in wanted.items() if w not in res.stopped and w not in caught}
         checks = self._plan_spot_checks(conn, serving)
         for wid, (addr, n) in serving.items():
-            got = leases_q.claim(conn, wid, addr, n - checks.get(wid, 0), distinct, now)
+            taker = leases_q.Taker(wid, addr, self.coordinator_id)
+            got = leases_q.claim(conn, taker, n - checks.get(wid, 0), distinct, now)
             res.claims[wid] = got
             if not got:
                 reason = reason or idle_reason(conn, distinct)
@@ -354,7 +383,8 @@ class Scheduler:
             if span is None:
                 continue
             self._spans[job_id] = span
-            lease = (job_id, span, wid, wanted[wid][0], deadline_s, now)
+            taker = leases_q.Taker(wid, wanted[wid][0], self.coordinator_id)
+            lease = (job_id, span, taker, deadline_s, now)
             checks = self._draw_checks(conn, lease, m)
             # A worker that has seen every known answer gets a new one, where the coordinator
             # can compute it: small networks then bootstrap trust from the reference alone.
@@ -363,11 +393,11 @@ class Scheduler:
             claims[wid] = got + checks
 
     def _draw_checks(self, conn: Connection, lease: tuple, n: int) -> list[leases_q.Claimed]:
-        job_id, span, wid, addr, deadline_s, now = lease
+        job_id, span, taker, deadline_s, now = lease
         distinct = self.settings.distinct_addresses
         start = self.validator.rng.random()
         return trust_q.claim_checks(
-            conn, job_id, span, wid, addr, n, distinct, now + deadline_s, now, start
+            conn, job_id, span, taker, n, distinct, now + deadline_s, now, start
         )
 
     def _known_answers(self, conn: Connection, job_id: int, now: float) -> int:

@@ -69,12 +69,22 @@ _ISSUE = (
 _REPLICATE = (
     insert(R)
     .from_select(
-        ["unit_id", "job_id", "worker_id", "client_addr", "state", "deadline", "created_at"],
+        [
+            "unit_id",
+            "job_id",
+            "worker_id",
+            "client_addr",
+            "coordinator",
+            "state",
+            "deadline",
+            "created_at",
+        ],
         select(
             U.c.id,
             U.c.job_id,
             bindparam("worker", type_=String),
             bindparam("addr", type_=String),
+            bindparam("coordinator", type_=String),
             literal("leased", String),
             bindparam("deadline", type_=Float),
             bindparam("now", type_=Float),
@@ -89,10 +99,18 @@ _START = (
 )
 
 
-def claim(
-    conn: Connection, worker: str, addr: str, n: int, distinct: bool, now: float
-) -> list[Claimed]:
+@dataclass(frozen=True)
+class Taker:
+    """Who takes leases: the worker, its client address, the coordinator that serves it."""
+
+    worker: str
+    addr: str
+    coordinator: str
+
+
+def claim(conn: Connection, taker: Taker, n: int, distinct: bool, now: float) -> list[Claimed]:
     """Leases up to n units to one worker, highest priority job first."""
+    worker, addr = taker.worker, taker.addr
     out: list[Claimed] = []
     for job_id, policy_text, started in conn.execute(_JOBS).all():
         if len(out) >= n:
@@ -100,23 +118,24 @@ def claim(
         ids = claim_unit_ids(conn, job_id, worker, addr, distinct, n - len(out))
         if ids:
             deadline = now + _policy.decode(policy_text).deadline_s
-            out += _lease(conn, job_id, ids, worker, addr, deadline, now)
+            out += _lease(conn, job_id, ids, taker, deadline, now)
             if started is None:
                 conn.execute(_START, {"job": job_id, "now": now})
     return out
 
 
 def _lease(
-    conn: Connection,
-    job_id: int,
-    ids: list[int],
-    worker: str,
-    addr: str,
-    deadline: float,
-    now: float,
+    conn: Connection, job_id: int, ids: list[int], taker: Taker, deadline: float, now: float
 ) -> list[Claimed]:
     units = {r[0]: r for r in conn.execute(_ISSUE, {"ids": ids, "now": now}).all()}
-    params = {"ids": ids, "worker": worker, "addr": addr, "deadline": deadline, "now": now}
+    params = {
+        "ids": ids,
+        "worker": taker.worker,
+        "addr": taker.addr,
+        "coordinator": taker.coordinator,
+        "deadline": deadline,
+        "now": now,
+    }
     leases = sorted((r[0], r[1]) for r in conn.execute(_REPLICATE, params).all())
     return claimed(job_id, leases, units, deadline)
 
@@ -140,9 +159,16 @@ def claimed(
     ]
 
 
-def release_worker(conn: Connection, worker: str, now: float) -> int:
-    """Releases every lease a worker holds (it disconnected); returns how many."""
-    return _release(conn, and_(R.c.worker_id == worker, R.c.state == "leased"), now)
+def release_worker(
+    conn: Connection, worker: str, now: float, coordinator: str | None = None
+) -> int:
+    """Releases the leases a worker holds, those one coordinator gave it (it disconnected
+    from that one: it may be connected to another already) or all (it is banned); returns
+    how many."""
+    where = and_(R.c.worker_id == worker, R.c.state == "leased")
+    if coordinator is not None:
+        where = and_(where, R.c.coordinator == coordinator)
+    return _release(conn, where, now)
 
 
 def expire(conn: Connection, now: float) -> int:

@@ -110,6 +110,19 @@ class Replica(SQLModel, table=True):
     error: str | None = None
     elapsed_ms: float | None = None
     spot_check: bool = False  # a lease of a unit whose answer is known
+    # The coordinator process that leased it (Coordinator.id): its leases go when it does.
+    coordinator: str | None = None
+
+
+class Coordinator(SQLModel, table=True):
+    """A coordinator process sharing the database, alive while it renews ``seen_at``."""
+
+    __tablename__ = "coordinators"
+    id: str = Field(primary_key=True)
+    host: str = ""
+    pid: int = 0
+    started_at: float
+    seen_at: float
 
 
 class Worker(SQLModel, table=True):

@@ -9,7 +9,7 @@ import msgspec
 from sqlalchemy import Connection, bindparam, case, func, insert, literal, select, text, update
 
 from tabgrid.protocol import Policy
-from tabgrid.store.leases import Claimed, claimed
+from tabgrid.store.leases import Claimed, Taker, claimed
 from tabgrid.store.tables import Job, Replica, Unit, Worker
 
 U = Unit.__table__  # type: ignore[attr-defined]
@@ -68,6 +68,7 @@ _CHECK_REPLICAS = (
             "job_id",
             "worker_id",
             "client_addr",
+            "coordinator",
             "state",
             "deadline",
             "created_at",
@@ -78,6 +79,7 @@ _CHECK_REPLICAS = (
             U.c.job_id,
             bindparam("worker"),
             bindparam("addr"),
+            bindparam("coordinator"),
             literal("leased"),
             bindparam("deadline"),
             bindparam("now"),
@@ -110,8 +112,7 @@ def claim_checks(
     conn: Connection,
     job_id: int,
     span: tuple[int, int],
-    worker: str,
-    addr: str,
+    taker: Taker,
     n: int,
     distinct: bool,
     deadline: float,
@@ -121,6 +122,7 @@ def claim_checks(
     """Leases up to n spot-checks of the job (units ``span``, from unit_id_range) to the
     worker, from a random place in the job."""
     lo, hi = span
+    worker, addr = taker.worker, taker.addr
     start = lo + int((hi - lo) * start_fraction)
     params = {"job": job_id, "worker": worker, "addr": addr, "distinct": distinct, "n": n}
     ids = list(conn.execute(_KNOWN_UNITS, params | {"start": start}).scalars())
@@ -131,7 +133,14 @@ def claim_checks(
         return []
     rows = conn.execute(
         _CHECK_REPLICAS,
-        {"ids": ids, "worker": worker, "addr": addr, "deadline": deadline, "now": now},
+        {
+            "ids": ids,
+            "worker": worker,
+            "addr": addr,
+            "coordinator": taker.coordinator,
+            "deadline": deadline,
+            "now": now,
+        },
     ).all()
     specs = {r[0]: tuple(r) for r in conn.execute(_UNIT_SPECS, {"ids": ids}).all()}
     return claimed(job_id, sorted((r[0], r[1]) for r in rows), specs, deadline)

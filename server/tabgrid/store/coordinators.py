@@ -1,0 +1,67 @@
+"""Coordinator processes sharing one database: each renews its row; a silent one is gone.
+
+A coordinator's leases carry its id. When it stops renewing (killed, cut off), any other
+coordinator releases those leases, so that their units go to workers again; a worker that
+reconnects elsewhere resends what it finished, and those results still count
+(validator: a released lease's result is taken).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, and_, delete, insert, select, text, update
+
+from tabgrid.store.leases import R, replace_replicas
+from tabgrid.store.notify import announce
+from tabgrid.store.tables import Coordinator
+
+C = Coordinator.__table__  # type: ignore[attr-defined]
+
+GONE = "every replica was lost with its coordinator and max_replicas is reached"
+
+
+def register(conn: Connection, coordinator: str, host: str, pid: int, now: float) -> None:
+    row = {"id": coordinator, "host": host, "pid": pid, "started_at": now, "seen_at": now}
+    conn.execute(insert(C).values(row))
+
+
+def renew(conn: Connection, coordinator: str, now: float) -> None:
+    """Says this coordinator is alive; a row removed meanwhile (it was thought gone) comes
+    back, since its own leases were released then and it holds only new ones."""
+    if conn.execute(update(C).where(C.c.id == coordinator).values(seen_at=now)).rowcount == 0:
+        register(conn, coordinator, "", 0, now)
+
+
+def release_gone(conn: Connection, me: str, now: float, ttl: float) -> int:
+    """Releases the leases of coordinators not heard from for ``ttl`` seconds and forgets
+    them; returns how many leases. Leases with no coordinator (made before coordinators had
+    ids) are left to their deadline."""
+    gone = [
+        c
+        for (c,) in conn.execute(
+            select(C.c.id).where(C.c.seen_at < now - ttl, C.c.id != me).with_for_update()
+        )
+    ]
+    if not gone:
+        return 0
+    # The literal lets SQLite and PostgreSQL use the partial index on live leases.
+    live = and_(text("replicas.state = 'leased'"), R.c.coordinator.in_(gone))
+    n = replace_replicas(conn, live, "released", "inflight", GONE, now)
+    conn.execute(delete(C).where(C.c.id.in_(gone)))
+    if n:
+        announce(conn)
+    return n
+
+
+def forget(conn: Connection, coordinator: str) -> None:
+    """A coordinator that stops cleanly says so: its workers' leases were released already."""
+    conn.execute(delete(C).where(C.c.id == coordinator))
+
+
+def forget_others(conn: Connection, me: str) -> None:
+    conn.execute(delete(C).where(C.c.id != me))
+
+
+def alive(conn: Connection, now: float, ttl: float) -> list[tuple[str, str, int, float]]:
+    """(id, host, pid, started_at) of the coordinators heard from within ``ttl``."""
+    q = select(C.c.id, C.c.host, C.c.pid, C.c.started_at).where(C.c.seen_at >= now - ttl)
+    return [tuple(r) for r in conn.execute(q.order_by(C.c.started_at))]  # type: ignore[misc]

@@ -1,0 +1,56 @@
+"""Coordinators sharing a database: each one's leases go when it disconnects a worker or
+falls silent, never another's (both backends)."""
+
+from __future__ import annotations
+
+import time
+
+from test_store import status, store, submit, worker  # noqa: F401  (store: a fixture)
+from tabgrid.store import Store
+from tabgrid.store import coordinators as coordinators_q
+from tabgrid.store import leases as leases_q
+
+
+def lease(store: Store, wid: str, n: int, coordinator: str) -> list[leases_q.Claimed]:
+    taker = leases_q.Taker(wid, wid, coordinator)
+    return store.tx(leases_q.claim, taker, n, True, time.time())
+
+
+def test_a_disconnect_releases_only_the_leases_that_coordinator_gave(store: Store) -> None:
+    job = submit(store, 4, quorum=1)
+    a = worker(store, "1")
+    lease(store, a, 1, "A")
+    lease(store, a, 2, "B")  # the worker reconnected to B before A saw it go
+    assert store.tx(leases_q.release_worker, a, time.time(), "A") == 1
+    assert status(store, job).counts.running == 2
+    assert store.tx(leases_q.release_worker, a, time.time()) == 2  # a ban: every one
+    assert status(store, job).counts.running == 0
+
+
+def test_a_silent_coordinators_leases_are_released_and_it_is_forgotten(store: Store) -> None:
+    job = submit(store, 3, quorum=1)
+    a, b = worker(store, "1"), worker(store, "2")
+    now = time.time()
+    store.tx(coordinators_q.register, "A", "host-a", 1, now - 30)
+    store.tx(coordinators_q.register, "B", "host-b", 2, now - 30)
+    lease(store, a, 2, "A")
+    lease(store, b, 1, "B")
+    store.tx(coordinators_q.renew, "B", now)
+    assert store.tx(coordinators_q.release_gone, "B", now, 10.0) == 2
+    assert [c[0] for c in store.tx(coordinators_q.alive, now, 10.0)] == ["B"]
+    counts = status(store, job).counts
+    assert (counts.running, counts.pending) == (1, 2)  # A's units wait for workers again
+    assert store.tx(coordinators_q.release_gone, "B", now, 10.0) == 0
+    # Nobody releases the leases of a live coordinator, or its own.
+    store.tx(coordinators_q.register, "C", "host-c", 3, now)
+    assert store.tx(coordinators_q.release_gone, "C", now + 5, 10.0) == 0
+    assert store.tx(coordinators_q.release_gone, "B", now + 30, 10.0) == 0  # C is silent, leaseless
+
+
+def test_a_coordinator_thought_gone_comes_back_when_it_renews(store: Store) -> None:
+    now = time.time()
+    store.tx(coordinators_q.register, "A", "", 0, now - 30)
+    store.tx(coordinators_q.register, "B", "", 0, now)
+    store.tx(coordinators_q.release_gone, "B", now, 10.0)
+    store.tx(coordinators_q.renew, "A", now + 1)
+    assert sorted(c[0] for c in store.tx(coordinators_q.alive, now + 1, 10.0)) == ["A", "B"]
