@@ -133,5 +133,6 @@ def main() -> None:
         f">= 5,000 validated units/s: {met[units_s >= 5000]}"
     )
 
+
 if __name__ == "__main__":
     main()

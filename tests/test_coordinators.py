@@ -4,11 +4,21 @@ falls silent, never another's (both backends)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
-from test_store import status, store, submit, worker  # noqa: F401  (store: a fixture)
+import pytest
+
 from tabgrid.store import Store
 from tabgrid.store import coordinators as coordinators_q
 from tabgrid.store import leases as leases_q
+from test_store import status, submit, worker
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
+    yield s
+    s.close()
 
 
 def lease(store: Store, wid: str, n: int, coordinator: str) -> list[leases_q.Claimed]:

@@ -38,7 +38,7 @@ from tabgrid.protocol import (
     worker_decoder,
 )
 from tabgrid.runtime.array import Array
-from tabgrid.worker.blobs import BlobCache, BlobError, put_blob
+from tabgrid.worker.blobs import BlobCache, BlobError, BlobUnreachable, put_blob
 from tabgrid.worker.results import Finished, pack
 from tabgrid.worker.session import Identity, Worker, backoff_delay, run_worker, websocket_url
 
@@ -458,6 +458,7 @@ class UploadServer:
     def __init__(self) -> None:
         self.puts: list[tuple[str, dict[str, str], bytes]] = []
         self.refuse: set[str] = set()
+        self.drop = 0  # requests answered by closing the connection, as a stale keep-alive is
 
     async def __aenter__(self) -> UploadServer:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -473,6 +474,10 @@ class UploadServer:
         line, *fields = head.strip().split("\r\n")
         headers = {k.lower(): v.strip() for k, v in (f.split(":", 1) for f in fields)}
         body = await reader.readexactly(int(headers.get("content-length", "0")))
+        if self.drop:
+            self.drop -= 1
+            writer.close()
+            return
         self.puts.append((line, headers, body))
         refused = line.split()[1].rsplit("/", 1)[1] in self.refuse
         status = b"400 Bad Request" if refused else b"201 Created"
@@ -497,6 +502,22 @@ async def upload_scenario() -> None:
 
 def test_put_blob_sends_worker_credentials() -> None:
     asyncio.run(upload_scenario())
+
+
+async def dropped_connections() -> None:
+    async with UploadServer() as store, httpx.AsyncClient(base_url=store.url) as http:
+        digest = sha(b"payload")
+        store.drop = 2  # closed without an answer twice: the third try lands
+        await put_blob(http, digest, b"payload", "Worker w-1:s-1")
+        assert len(store.puts) == 1 and store.drop == 0
+        store.drop = 3
+        with pytest.raises(BlobUnreachable, match=r"RemoteProtocolError.*\(3 tries\)"):
+            await put_blob(http, digest, b"payload", "Worker w-1:s-1")
+        assert len(store.puts) == 1
+
+
+def test_a_connection_closed_under_a_blob_request_is_retried_then_reported() -> None:
+    asyncio.run(dropped_connections())
 
 
 async def uploads_large_outputs() -> None:

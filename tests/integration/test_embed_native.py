@@ -9,6 +9,8 @@ when the kernel's comparator says they agree; each row is held to the numpy refe
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,11 +109,19 @@ def test_minilm_on_native_workers_matches_the_reference_with_weights_uploaded_on
     try:
         asyncio.run(serve(cluster.url, gpus, body))
     except BaseException:
-        import sqlite3
-        db = sqlite3.connect(cluster.db.split("///")[1])
-        for row in db.execute("select id, job_id, idx, state, want, issued, inflight from units"):
-            print("unit", row)
-        for row in db.execute("select id, unit_id, worker_id, state, error, created_at, returned_at from replicas"):
-            print("replica", row)
-        print(cluster.coordinator.log.read_text()[-5000:])
+        show_state(cluster.db, cluster.coordinator.log)
         raise
+
+
+def show_state(db_url: str, log: Path) -> None:
+    """Every unit and replica, and the coordinator's log: printed with a failure, since a
+    stall here has many possible causes."""
+    db = sqlite3.connect(db_url.split("///", 1)[1])
+    try:
+        for row in db.execute("SELECT id, job_id, idx, state, want, issued, inflight FROM units"):
+            print("unit", row)
+        for row in db.execute("SELECT id, unit_id, worker_id, state, error FROM replicas"):
+            print("replica", row)
+    finally:
+        db.close()
+    print(log.read_text()[-5000:])

@@ -259,6 +259,7 @@ class _Round:
         self._now = now
         self._inline: dict[str, bytes] = {}  # inline outputs of the batch
         self._kept: dict[str, bytes] = {}  # of those, the ones to store
+        self._kept_refs: set[tuple[str, int]] = set()  # (digest, job) of the kept ones
         self._outcome = Outcome()
         self._disagreements: list[dict] = []
         # Deterministic error claims per unit: (worker, text), stored ones and this batch's.
@@ -288,12 +289,13 @@ class _Round:
         updates = {rep.id: self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted}
         for i, (_, rep) in enumerate(accepted):  # a tick's results keep their arrival order
             updates[rep.id]["returned_at"] = now + i * ARRIVAL_STEP_S
-        refs = {
+        # Uploaded outputs belong to the job at once; inline ones once kept (below).
+        uploaded = {
             (o.digest, rep.job_id)
             for inc, rep in accepted
             for o in (inc.item.outputs or {}).values()
+            if o.data is None
         }
-        results_q.reference_outputs(conn, refs)
         todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
         batch_ = _Batch.load(conn, [u.id for u in todo], specs, accepted, updates, now)
         self._load_evidence(conn, batch_)
@@ -302,7 +304,7 @@ class _Round:
         # Each replica of the batch is written once, verdict included; earlier ones are judged.
         batch_.flush(conn, updates)
         results_q.save_replicas(conn, list(updates.values()), now)
-        blob_rows.keep(conn, self._kept, now)
+        self._store_kept(conn, uploaded)
         out.units_done = sum(
             1 for u in units.values() if u.state == "done" and u.loaded_state != "done"
         )
@@ -347,7 +349,7 @@ class _Round:
             self._backtrack(conn, tallies)
         out.stats = standing.credit(conn, tallies, self._now)
         out.units_done = sum(1 for u in todo if u.state == "done")
-        blob_rows.keep(conn, self._kept, self._now)
+        self._store_kept(conn, set())
         disagreements.record(conn, self._disagreements)
         return out
 
@@ -436,7 +438,7 @@ class _Round:
         policy = self._contexts(conn, u.job_id).policy
         if policy.compare != "exact" or policy.error_rate is not None:
             # Comparisons will read the bytes; and backtracking may make any result canonical.
-            self._keep(inc.item.outputs or {})
+            self._keep(inc.item.outputs or {}, u.job_id)
         outputs = strip_data(inc.item.outputs or {})
         return row | {"state": "returned", "error": None, "outputs": dumps(outputs)}
 
@@ -731,7 +733,7 @@ class _Round:
     ) -> None:
         # Under exact comparison only the canonical bytes are stored: an agreeing result in this
         # batch carried them (same digest), or they were uploaded as a blob.
-        self._keep(canon.outputs)
+        self._keep(canon.outputs, u.job_id)
         u.accept(canon.replica_id, dumps(canon.outputs), by, value)
 
     def _judge(self, b, u, ctx, valid, invalid, owner, tallies, confirmed=True) -> None:  # type: ignore[no-untyped-def]
@@ -759,11 +761,18 @@ class _Round:
             if rid in b.spot_checks:
                 t.checks_failed += 1
 
-    def _keep(self, outputs: dict[str, Output]) -> None:
+    def _keep(self, outputs: dict[str, Output], job_id: int) -> None:
         for o in outputs.values():
             data = self._inline.get(o.digest)
             if data is not None:
                 self._kept[o.digest] = data
+                self._kept_refs.add((o.digest, job_id))
+
+    def _store_kept(self, conn: Connection, uploaded: set[tuple[str, int]]) -> None:
+        """The inline outputs kept, as blob rows that belong to their jobs (so that retiring a
+        job frees them), and the uploaded outputs' belonging too."""
+        blob_rows.keep(conn, self._kept, self._now)
+        results_q.reference_outputs(conn, uploaded | self._kept_refs)
 
     def _array(self, o: Output) -> Any:
         return self._load(o.digest, o.dtype, o.shape)

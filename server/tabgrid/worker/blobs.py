@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from math import prod
 from typing import Protocol
 
@@ -60,18 +60,36 @@ def worker_auth(identity: Identity) -> str | None:
     return f"Worker {identity.worker_id}:{identity.secret}"
 
 
+# A GET or PUT of a content-addressed blob is idempotent: a connection the coordinator closed
+# as this worker reused it (keep-alive expiry, a restart) costs a retry, not the unit.
+TRIES = 3
+RETRY_S = 0.25
+
+
+async def _retrying[T](what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    for n in range(1, TRIES + 1):
+        try:
+            return await attempt()
+        except httpx.TransportError as e:
+            if n == TRIES:
+                raise BlobUnreachable(f"{what}: {type(e).__name__}: {e} ({n} tries)") from e
+            await asyncio.sleep(RETRY_S * n)
+    raise AssertionError("unreachable")
+
+
 async def fetch_blob(http: httpx.AsyncClient, ref: BlobRef, auth: str | None = None) -> bytes:
     """The blob's bytes, checked against its size and sha256; ``auth`` is the worker's
     credentials (worker_auth)."""
     size = expected_size(ref)
     headers = {"authorization": auth} if auth else {}
-    try:
+
+    async def attempt() -> bytes:
         async with http.stream("GET", blob_path(ref.digest), headers=headers) as response:
             if response.status_code != 200:
                 raise BlobError(f"GET blob {ref.digest}: HTTP {response.status_code}")
-            data = await _read_bounded(response, size, ref.digest)
-    except httpx.TransportError as e:
-        raise BlobUnreachable(f"GET blob {ref.digest}: {type(e).__name__}: {e}") from e
+            return await _read_bounded(response, size, ref.digest)
+
+    data = await _retrying(f"GET blob {ref.digest}", attempt)
     if len(data) != size:
         raise BlobError(f"blob {ref.digest} has {len(data)} bytes, its shape needs {size}")
     actual = hashlib.sha256(data).hexdigest()
@@ -83,10 +101,11 @@ async def fetch_blob(http: httpx.AsyncClient, ref: BlobRef, auth: str | None = N
 async def put_blob(http: httpx.AsyncClient, digest: str, data: bytes, auth: str) -> None:
     """Store bytes under their digest with the worker's credentials."""
     headers = {"authorization": auth, "content-type": "application/octet-stream"}
-    try:
-        response = await http.put(blob_path(digest), content=data, headers=headers)
-    except httpx.TransportError as e:
-        raise BlobUnreachable(f"PUT blob {digest}: {type(e).__name__}: {e}") from e
+
+    async def attempt() -> httpx.Response:
+        return await http.put(blob_path(digest), content=data, headers=headers)
+
+    response = await _retrying(f"PUT blob {digest}", attempt)
     if response.status_code not in (200, 201):
         raise BlobError(f"PUT blob {digest}: HTTP {response.status_code}: {response.text[:300]}")
 

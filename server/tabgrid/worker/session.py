@@ -61,6 +61,7 @@ MAX_JOBS = 256
 MAX_IDLE_REASONS = 256
 STATS_LOG_INTERVAL_S = 30.0
 UPLOAD_RETRY_S = 2.0
+KEEPALIVE_S = 2.0
 CONNECTION_ERRORS = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)
 
 
@@ -194,7 +195,10 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
-        async with httpx.AsyncClient(base_url=self.url, timeout=30.0) as http:
+        # Idle connections are dropped before the coordinator's keep-alive (uvicorn: 5 s) ends
+        # them, so that a request rarely meets a connection closing under it.
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
+        async with httpx.AsyncClient(base_url=self.url, timeout=30.0, limits=limits) as http:
             self.http = http
             self.blobs = BlobCache(http, self.cache_bytes, lambda: worker_auth(self.identity))
             try:
