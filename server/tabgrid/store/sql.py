@@ -77,14 +77,18 @@ WHERE u.job_id = :job AND u.want > 0
     SELECT 1 FROM replicas r
     WHERE r.unit_id = u.id AND r.state <> 'released'
       AND (r.worker_id = :worker OR (:distinct AND r.client_addr = :addr))
+    {fence}
   )
 ORDER BY u.id
 LIMIT :n
 """
+# OFFSET 0 keeps PostgreSQL from turning NOT EXISTS into an anti-join, which (the OR defeats
+# every index) scans all replicas of the database for each claim: 26 ms at 20,000 replicas,
+# against 0.7 ms for a look at each candidate's replicas through replicas_unit.
+NO_ANTI_JOIN = "OFFSET 0"
 
-
-_CLAIM_SQLITE = text(_CLAIM)
-_CLAIM_PG = text(_CLAIM + " FOR UPDATE OF u SKIP LOCKED")
+_CLAIM_SQLITE = text(_CLAIM.format(fence=""))
+_CLAIM_PG = text(_CLAIM.format(fence=NO_ANTI_JOIN) + " FOR UPDATE OF u SKIP LOCKED")
 
 
 def claim_unit_ids(

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, bindparam, case, func, insert, literal, selec
 
 from tabgrid.protocol import Policy
 from tabgrid.store.leases import Claimed, Taker, claimed
+from tabgrid.store.sql import NO_ANTI_JOIN
 from tabgrid.store.tables import Job, Replica, Unit, Worker
 
 U = Unit.__table__  # type: ignore[attr-defined]
@@ -46,19 +47,20 @@ def evidence(conn: Connection, worker_ids: list[str]) -> dict[str, Evidence]:
 
 # Done units of the job with a known answer that this worker (or its address) never had: a
 # spot-check looks like any other unit of the job. The walk starts at a random id.
-_KNOWN_UNITS = text(
-    """
+_KNOWN_UNITS = """
 SELECT u.id FROM units u
 WHERE u.job_id = :job AND u.state = 'done' AND u.accepted_by IN ('reference', 'verifier',
       'credibility') AND u.id >= :start
   AND NOT EXISTS (
     SELECT 1 FROM replicas r
     WHERE r.unit_id = u.id AND (r.worker_id = :worker OR (:distinct AND r.client_addr = :addr))
+    {fence}
   )
 ORDER BY u.id
 LIMIT :n
 """
-)
+_KNOWN_SQLITE = text(_KNOWN_UNITS.format(fence=""))
+_KNOWN_PG = text(_KNOWN_UNITS.format(fence=NO_ANTI_JOIN))  # sql.NO_ANTI_JOIN: why
 _ID_RANGE = select(func.min(U.c.id), func.max(U.c.id)).where(U.c.job_id == bindparam("job"))
 _CHECK_REPLICAS = (
     insert(R)
@@ -125,9 +127,10 @@ def claim_checks(
     worker, addr = taker.worker, taker.addr
     start = lo + int((hi - lo) * start_fraction)
     params = {"job": job_id, "worker": worker, "addr": addr, "distinct": distinct, "n": n}
-    ids = list(conn.execute(_KNOWN_UNITS, params | {"start": start}).scalars())
+    known = _KNOWN_PG if conn.dialect.name == "postgresql" else _KNOWN_SQLITE
+    ids = list(conn.execute(known, params | {"start": start}).scalars())
     if len(ids) < n and start > lo:
-        more = conn.execute(_KNOWN_UNITS, params | {"start": lo, "n": n - len(ids)}).scalars()
+        more = conn.execute(known, params | {"start": lo, "n": n - len(ids)}).scalars()
         ids = sorted(set(ids) | set(more))
     if not ids:
         return []
