@@ -51,6 +51,7 @@ _LEASES = (
     .with_for_update()
 )
 _LIVE = select(R.c.unit_id, R.c.worker_id).where(R.c.unit_id.in_(_IDS), R.c.state != "released")
+_STORED = frozenset(("returned", "valid"))
 _DECIDING = (
     select(
         R.c.unit_id,
@@ -62,7 +63,7 @@ _DECIDING = (
         R.c.client_addr,
         R.c.spot_check,
     )
-    .where(R.c.unit_id.in_(_IDS), R.c.state.in_(("returned", "valid")))
+    .where(R.c.unit_id.in_(_IDS))
     .order_by(R.c.returned_at, R.c.id)
 )
 _JUDGE = update(R).where(R.c.id.in_(_IDS)).values(state=bindparam("state"))
@@ -96,7 +97,10 @@ def deciding(conn: Connection, unit_ids: list[int]) -> list[Returned]:
     """The stored results (returned or valid) of these units, in return order."""
     if not unit_ids:
         return []
-    return [Returned._make(r) for r in conn.execute(_DECIDING, {"ids": unit_ids}).all()]
+    # The states are filtered here: a unit has a handful of replicas, and a condition on state
+    # lets PostgreSQL walk replicas_worker_state over every result of the database.
+    rows = conn.execute(_DECIDING, {"ids": unit_ids}).all()
+    return [Returned._make(r) for r in rows if r[3] in _STORED]
 
 
 def judge(conn: Connection, replica_ids: list[int], state: str) -> None:
