@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, case, delete, func, insert, select, update
+from sqlalchemy import Connection, case, delete, func, insert, or_, select, update
 
 from tabgrid.protocol import BlobRef as BlobRefMsg
 from tabgrid.protocol import (
@@ -187,9 +187,11 @@ MAX_ACTIVE_CHECKED = 16
 
 
 def _could_take(conn: Connection, job_id: int, since: float) -> bool:
-    """A worker that leased anything since ``since`` (busy with other jobs, say) has not yet
-    computed one of the job's units that want a replica: the job is queued, not stalled."""
-    recent = select(R.c.worker_id).where(R.c.created_at >= since).distinct()
+    """A worker that leased anything since ``since``, or still computes a lease (busy with
+    other jobs, or with one long unit), has not yet computed one of the job's units that want
+    a replica: the job is queued, not stalled."""
+    busy = or_(R.c.created_at >= since, R.c.state == "leased")
+    recent = select(R.c.worker_id).where(busy).distinct()
     active = [w for (w,) in conn.execute(recent.limit(MAX_ACTIVE_CHECKED + 1))]
     if len(active) > MAX_ACTIVE_CHECKED:
         return True  # a busy network: too many to check one by one, and some can surely help
