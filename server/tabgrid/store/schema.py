@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ log = logging.getLogger("tabgrid.store")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST = "0001"
-# pg_advisory_xact_lock's key: upgrades of one database, from any process, run one at a time.
+# pg_advisory_xact_lock's key ("tabgrid" in ASCII): upgrades of one database run one at a time.
 _PG_LOCK = 0x7461_6267_7269_6400
 
 
@@ -62,6 +63,8 @@ class SchemaState:
 
 @dataclass(frozen=True)
 class Upgrade:
+    """What an upgrade found, the revision it left, and what the legacy step changed."""
+
     before: SchemaState
     after: str
     legacy_changes: list[str] = field(default_factory=list)
@@ -78,13 +81,20 @@ def head() -> str:
     return revision
 
 
+def revisions() -> list[str]:
+    """Every revision, oldest first."""
+    return [script.revision for script in _scripts().walk_revisions()][::-1]
+
+
 @functools.cache
 def _first_tables() -> frozenset[str]:
     return frozenset(legacy.first_schema(_first_revision()).tables)
 
 
-def _first_revision():  # type: ignore[no-untyped-def]
-    return _scripts().get_revision(FIRST).module.upgrade  # type: ignore[union-attr]
+def _first_revision() -> Callable[[], None]:
+    script = _scripts().get_revision(FIRST)
+    assert script is not None
+    return script.module.upgrade
 
 
 def _known(revision: str) -> bool:
@@ -117,7 +127,9 @@ def upgrade(engine: Engine) -> Upgrade:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
             before = _state(conn)
             if not before.known:
-                raise SchemaError(f"the database is {before.describe()}: {_NEWER}")
+                raise SchemaError(
+                    f"the database {shown_url(engine)} is {before.describe()}: {_NEWER}"
+                )
             config = config_for(conn)
             changes = []
             if before.legacy:

@@ -6,7 +6,7 @@ brings databases made before revisions were recorded up to the first one.
 
 Adding a revision, after changing store/tables.py:
 
-1. ``python -m tabgrid.store.migrations "add jobs.deadline"`` writes
+1. ``.venv/bin/python -m tabgrid.store.migrations "add jobs.deadline"`` (in a checkout) writes
    ``versions/NNNN_add_jobs_deadline.py``, numbered after the newest, with the operations that
    alembic finds between the newest revision and tables.py (it compares on SQLite).
 2. Read it and fix what it cannot know: a new NOT NULL column on a table that has rows needs a
@@ -14,8 +14,8 @@ Adding a revision, after changing store/tables.py:
    adding a column or an index goes in ``with op.batch_alter_table(...)``; keep
    ``sqlite_autoincrement=True`` on a new table whose ids leave the coordinator. Write the
    ``downgrade`` too.
-3. ``tests/test_migrations.py`` upgrades empty SQLite and PostgreSQL databases and fails while
-   the result differs from tables.py; it also upgrades a database of the revision before.
+3. ``tests/test_migrations.py`` upgrades empty SQLite and PostgreSQL databases, one revision
+   at a time, and fails while the result differs from tables.py.
 
 Nothing else to do: SQLite databases upgrade when opened, and a coordinator on PostgreSQL
 refuses to start until ``tabgrid db upgrade --db postgresql://...`` has run.

@@ -37,7 +37,8 @@ def main(argv: Sequence[str]) -> int:
         print('usage: python -m tabgrid.store.migrations "what the revision does"', file=sys.stderr)
         return 2
     script = new_revision(argv[0].strip())
-    # ruff is a development tool: a revision is written where it is installed.
+    # Revisions are written in a checkout (an editable install), where ruff is; without it the
+    # file stays as alembic wrote it.
     subprocess.run([sys.executable, "-m", "ruff", "format", "-q", script.path], check=False)
     print(f"wrote {script.path}: read it (the package's docstring says what to look for)")
     return 0
