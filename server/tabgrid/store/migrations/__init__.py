@@ -11,8 +11,9 @@ Adding a revision, after changing store/tables.py:
    alembic finds between the newest revision and tables.py (it compares on SQLite).
 2. Read it and fix what it cannot know: a new NOT NULL column on a table that has rows needs a
    ``server_default`` (``sa.text("0")``); SQLite alters little in place, so anything beyond
-   adding a column or an index goes in ``with op.batch_alter_table(...)``; keep
-   ``sqlite_autoincrement=True`` on a new table whose ids leave the coordinator. Write the
+   adding a column or an index goes in ``with op.batch_alter_table(...)``, which rebuilds the
+   table: give it ``table_kwargs={"sqlite_autoincrement": True}`` where tables.py has
+   NEVER_REUSED, as a new such table needs ``sqlite_autoincrement=True``. Write the
    ``downgrade`` too.
 3. ``tests/test_migrations.py`` upgrades empty SQLite and PostgreSQL databases, one revision
    at a time, and fails while the result differs from tables.py.
