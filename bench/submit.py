@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT / "server"), str(ROOT)]
 from tests.integration.harness import Coordinator  # noqa: E402
 
 from tabgrid.protocol import JobSubmit, Policy, UnitSpec  # noqa: E402
-from tabgrid.store import Store, issue_token  # noqa: E402
+from tabgrid.store import issue_token, upgrade  # noqa: E402
 from tabgrid.store.codec import dumps  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def api_rate(n: int, tmp: Path) -> float:
 
 def bare_rate(n: int, tmp: Path) -> float:
     path = tmp / "bare.db"
-    Store(f"sqlite:///{path}").close()  # the same schema and indexes
+    upgrade(f"sqlite:///{path}")  # the same schema and indexes
     con = sqlite3.connect(path)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")

@@ -1,4 +1,5 @@
-"""Shared fixtures: databases on both backends, the sqlite default and a real PostgreSQL."""
+"""Shared fixtures: databases on both backends, the sqlite default and a real PostgreSQL, empty
+or at the newest schema revision."""
 
 from __future__ import annotations
 
@@ -47,9 +48,18 @@ def fresh_pg_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def upgraded(url: str) -> str:
+    """The database at `url`, brought to the newest schema revision as an operator does before
+    starting coordinators on PostgreSQL (`tabgrid db upgrade`)."""
+    from tabgrid.store import upgrade
+
+    upgrade(url)
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """One test body, run against every backend."""
+def empty_db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """An empty database on every backend: no tables, no schema revision."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'tabgrid.db'}"
     else:
@@ -57,5 +67,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: 
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def db_url(empty_db_url: str) -> str:
+    """One test body, run against every backend, on a database at the newest schema revision."""
+    return upgraded(empty_db_url)
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
     yield from fresh_pg_database()
+
+
+@pytest.fixture
+def pg_url(empty_pg_url: str) -> str:
+    """A PostgreSQL database at the newest schema revision."""
+    return upgraded(empty_pg_url)

@@ -21,7 +21,7 @@ from tabgrid.protocol import Policy
 from tabgrid.settings import Settings
 from tabgrid.store import Store, audit, bans, disagreements
 from tabgrid.store.leases import Claimed
-from tabgrid.store.migrate import add_missing_columns
+from tabgrid.store.migrations.legacy import add_missing_columns
 from tabgrid.store.tables import Worker
 from test_gateway import WS, hello, lease_one, send_output, submit
 
@@ -382,9 +382,9 @@ def test_old_database_gets_the_new_columns(tmp_path) -> None:  # type: ignore[no
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE workers (id VARCHAR PRIMARY KEY, banned BOOLEAN)")
     conn.close()
-    store = Store(f"sqlite:///{path}")  # create_schema adds what is missing
+    store = Store(f"sqlite:///{path}")  # opening it upgrades it, adding what is missing
     try:
-        assert add_missing_columns(store.engine) == []
+        assert store.tx(add_missing_columns) == []
         store.tx(audit.recent, 1)
     finally:
         store.close()

@@ -97,6 +97,7 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # store/schema.py says what changed
     if not settings.distinct_addresses:
         log.warning(
             "distinct-address rule is OFF: replicas of a unit may go to workers at one address "

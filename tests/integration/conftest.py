@@ -8,7 +8,7 @@ import pytest
 
 from integration.harness import Coordinator, WorkerProcess
 from tabgrid.client.sdk import Client
-from tabgrid.store import issue_token
+from tabgrid.store import issue_token, upgrade
 
 
 class Cluster:
@@ -18,6 +18,7 @@ class Cluster:
         self.db, self.data = db, data
         self.coordinator = Coordinator(db, data, "--allow-same-address")
         self.workers: list[WorkerProcess] = []
+        upgrade(db)  # a coordinator on PostgreSQL starts only on the newest schema revision
         self.token = issue_token(db, "submitter", "tests")
 
     @property

@@ -1,4 +1,5 @@
-"""The same coordinator code on PostgreSQL, and two coordinators sharing one database."""
+"""The same coordinator code on PostgreSQL, two coordinators sharing one database, and a
+coordinator that will not start on a database not upgraded."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from integration.conftest import Cluster
 from integration.harness import Coordinator, WorkerProcess
 from tabgrid import kernels
 from tabgrid.client.sdk import Client
+from tabgrid.store import upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +64,19 @@ def test_two_coordinators_share_one_postgres_database(pg_url: str, tmp_path: Pat
             w.stop()
         other.stop()
         cluster.stop()
+
+
+def test_a_coordinator_refuses_a_database_not_upgraded_and_names_the_command(
+    empty_pg_url: str, tmp_path: Path
+) -> None:
+    coordinator = Coordinator(empty_pg_url, tmp_path)
+    with pytest.raises(RuntimeError, match="coordinator exited"):
+        coordinator.start()
+    assert coordinator.proc is not None and coordinator.proc.returncode == 1
+    log = coordinator.log.read_text()
+    assert "neither a coordinator nor a command changes the schema" in log
+    assert f"tabgrid db upgrade --db {empty_pg_url}" in log
+    assert "Traceback" not in log
+    upgrade(empty_pg_url)
+    coordinator.start()  # now at the newest revision
+    coordinator.stop()

@@ -1,5 +1,5 @@
 """The ``tabgrid`` command: serve, worker, submit, jobs, units, summary, cancel, retry, delete,
-results, token, model, models, embed (cli/embeddings.py), demo."""
+results, token, db (cli/database.py), model, models, embed (cli/embeddings.py), demo."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ if TYPE_CHECKING:
 
     from tabgrid.client.sdk import Client
     from tabgrid.protocol import JobStatus, JobSummary, UnitInfo
-    from tabgrid.settings import Settings
 
-from tabgrid.cli import embeddings
+from tabgrid.cli import database, embeddings
 from tabgrid.cli.common import (
     DEFAULT_URL,
     DEMO_DATA,
@@ -28,38 +27,24 @@ from tabgrid.cli.common import (
     describe_error,
     on_interrupt,
     open_client,
+    settings_from_args,
+    store_options,
 )
 from tabgrid.cli.jobfile import load_job_file
 
 # ---- commands --------------------------------------------------------------------------------
 
 
-def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from TABGRID_* variables, then the command line; --data alone moves the db too."""
-    from tabgrid.settings import from_env, sqlite_url
-
-    overrides: dict[str, object] = {}
-    if args.data is not None:
-        overrides["data_dir"] = args.data
-        if args.db is None and "TABGRID_DB" not in env:
-            overrides["db"] = sqlite_url(args.data)
-    if args.db is not None:
-        overrides["db"] = args.db
-    for name in ("host", "port"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    if getattr(args, "allow_same_address", False):
-        overrides["distinct_addresses"] = False
-        overrides["trust_per_address"] = 0  # one machine's workers are separate witnesses
-    return from_env(**overrides)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from tabgrid import app
+    from tabgrid.store.schema import SchemaError
 
     # app.serve logs why when the distinct-address rule is off.
     settings = settings_from_args(args)
-    app.serve(settings)
+    try:
+        app.serve(settings)  # SQLite is upgraded on opening; PostgreSQL must be at the newest
+    except SchemaError as e:
+        raise CliError(str(e)) from None
     return 0
 
 
@@ -434,6 +419,7 @@ def _open_store(args: argparse.Namespace) -> tuple[Any, str]:
     exist yet (a --data no coordinator uses) is named on stderr before it is created.
     """
     from tabgrid.store import open_store
+    from tabgrid.store.schema import SchemaError
 
     url = settings_from_args(args).db
     where = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.split("@")[-1]
@@ -444,7 +430,10 @@ def _open_store(args: argparse.Namespace) -> tuple[Any, str]:
             f"./dev demo: --data {DEMO_DATA})",
             file=sys.stderr,
         )
-    return open_store(url), where
+    try:
+        return open_store(url), where
+    except SchemaError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -468,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     _job_parsers(sub)
     _results_parser(sub)
     _token_parser(sub)
+    database.add_parsers(sub)
     embeddings.add_parsers(sub)
     _demo_parser(sub)
     return parser
@@ -482,18 +472,9 @@ def _command(sub: Subparsers, name: str, run: Callable[..., int], help: str) -> 
     return parser
 
 
-def _store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db", help="database URL: sqlite:///PATH or postgresql://... (default: $TABGRID_DB)"
-    )
-    parser.add_argument(
-        "--data", type=Path, help="data directory: blobs, SQLite file (default: $TABGRID_DATA)"
-    )
-
-
 def _serve_parser(sub: Subparsers) -> None:
     p = _command(sub, "serve", cmd_serve, "run the coordinator")
-    _store_options(p)
+    store_options(p)
     p.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default: 8000)")
     p.add_argument(
@@ -585,11 +566,11 @@ def _token_parser(sub: Subparsers) -> None:
         metavar="DURATION",
         help="stop working after this long: 30d, 12h, 90m, 2w (default: until revoked)",
     )
-    _store_options(create)
-    _store_options(_command(actions, "list", cmd_token_list, "list tokens (not their secrets)"))
+    store_options(create)
+    store_options(_command(actions, "list", cmd_token_list, "list tokens (not their secrets)"))
     revoke = _command(actions, "revoke", cmd_token_revoke, "revoke a token by its id")
     revoke.add_argument("id", type=int, help="the token's id (see: tabgrid token list)")
-    _store_options(revoke)
+    store_options(revoke)
 
 
 def _demo_parser(sub: Subparsers) -> None:

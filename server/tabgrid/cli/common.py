@@ -1,5 +1,5 @@
-"""What the commands and the demo share: defaults, the error a person can fix, talking to a
-coordinator, Ctrl-C."""
+"""What the commands and the demo share: defaults, the error a person can fix, the settings
+and database options, talking to a coordinator, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tabgrid.client.sdk import Client
+    from tabgrid.settings import Settings
 
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -41,6 +42,35 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         default=DEMO_DATA,
         help=f"where the demo keeps {TOKEN_FILE} (default: %(default)s)",
     )
+
+
+def store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", help="database URL: sqlite:///PATH or postgresql://... (default: $TABGRID_DB)"
+    )
+    parser.add_argument(
+        "--data", type=Path, help="data directory: blobs, SQLite file (default: $TABGRID_DATA)"
+    )
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from TABGRID_* variables, then the command line; --data alone moves the db too."""
+    from tabgrid.settings import from_env, sqlite_url
+
+    overrides: dict[str, object] = {}
+    if args.data is not None:
+        overrides["data_dir"] = args.data
+        if args.db is None and "TABGRID_DB" not in env:
+            overrides["db"] = sqlite_url(args.data)
+    if args.db is not None:
+        overrides["db"] = args.db
+    for name in ("host", "port"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    if getattr(args, "allow_same_address", False):
+        overrides["distinct_addresses"] = False
+        overrides["trust_per_address"] = 0  # one machine's workers are separate witnesses
+    return from_env(**overrides)
 
 
 def find_token(explicit: str | None, data_dir: Path, env: Mapping[str, str] = os.environ) -> str:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import time
 
-from tabgrid.store.db import Db, create_schema, make_engine
+from tabgrid.store import schema
+from tabgrid.store.db import Db, make_engine
 
 
 class Store(Db):
-    """A database handle with its schema ensured."""
+    """A database handle at the newest schema revision: opening a SQLite file upgrades it; a
+    PostgreSQL database must have been upgraded (schema.SchemaError says with what)."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(make_engine(url))
-        create_schema(self.engine)
+        engine = make_engine(url)
+        try:
+            schema.prepare(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        super().__init__(engine)
 
     def create_token(
         self, role: str, name: str = "", expires_at: float | None = None
@@ -20,6 +27,15 @@ class Store(Db):
         from tabgrid.store import tokens
 
         return self.tx(tokens.create, role, name, time.time(), expires_at)
+
+
+def upgrade(url: str) -> schema.Upgrade:
+    """Brings the database at `url` to the newest schema revision (``tabgrid db upgrade``)."""
+    engine = make_engine(url)
+    try:
+        return schema.upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def open_store(url: str) -> Store:
@@ -35,4 +51,4 @@ def issue_token(url: str, role: str, name: str = "") -> str:
         store.close()
 
 
-__all__ = ["Db", "Store", "issue_token", "open_store"]
+__all__ = ["Db", "Store", "issue_token", "open_store", "upgrade"]

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Concatenate
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlmodel import SQLModel
 
 from tabgrid.store import tables  # noqa: F401  (registers the tables)
 
@@ -58,16 +57,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
+# A connection's execution option: its transactions take SQLite's write lock when they begin.
+# A deferred transaction that reads and then writes fails at once (SQLITE_BUSY, no waiting) when
+# another process wrote in between, as two processes upgrading one file at once would.
+BEGIN_IMMEDIATE = {"tabgrid_begin_immediate": True}
+
+
 def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
-
-
-def create_schema(engine: Engine) -> None:
-    from tabgrid.store.migrate import add_missing_columns, never_reuse_ids
-
-    SQLModel.metadata.create_all(engine)
-    add_missing_columns(engine)
-    never_reuse_ids(engine, SQLModel.metadata)
+    immediate = conn.get_execution_options().get("tabgrid_begin_immediate", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def ping(conn: Connection) -> None:
