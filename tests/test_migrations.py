@@ -81,6 +81,9 @@ def make_the_old_way(engine: Engine) -> None:
         conn.execute(text("ALTER TABLE units DROP COLUMN revision"))
         conn.execute(text("DROP TABLE disagreements"))
         conn.execute(text("DROP INDEX replicas_leased_deadline"))
+        # What revisions after the first added: no database made before revisions had it.
+        conn.execute(text("DROP TABLE coordinators"))
+        conn.execute(text("ALTER TABLE replicas DROP COLUMN coordinator"))
         conn.execute(
             text(
                 "INSERT INTO tokens (name, role, hash, created_at) "
