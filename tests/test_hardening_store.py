@@ -67,8 +67,10 @@ def test_an_older_sqlite_database_is_rebuilt_so_ids_are_never_reused(tmp_path) -
     engine = create_engine(url)
     with engine.begin() as conn:  # the schema as it shipped before, without AUTOINCREMENT
         for table in SQLModel.metadata.sorted_tables:
+            if table.name == "coordinators":
+                continue  # revision 0002's: not in a database made before revisions
             ddl = str(CreateTable(table).compile(engine)).replace(" AUTOINCREMENT", "")
-            conn.exec_driver_sql(ddl)
+            conn.exec_driver_sql(ddl.replace("\tcoordinator VARCHAR, \n", ""))
         conn.exec_driver_sql(
             "INSERT INTO jobs (id, name, kernel, params, inputs, policy, state, priority, "
             "n_units, open_units, done_units, failed_units, created_at, updated_at) "
