@@ -177,3 +177,25 @@ def test_output_whose_bytes_do_not_fit_its_shape_is_an_error(client: TestClient)
         stats = send_output(ws, lease_one(ws), b"\x01", dtype="float32", shape=[1000])
         assert stats["type"] == "stats" and stats["errors"] == 1
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_worker_that_asks_gets_each_result_acknowledged(client: TestClient) -> None:
+    submit(client, 1, quorum=2)
+    with client.websocket_connect(WS) as ws:
+        ws.send_text(json.dumps(HELLO | {"acks": True}))
+        assert ws.receive_json()["acks"] is True
+        ws.send_text(json.dumps({"type": "result", "results": [{"lease": 999, "error": "x"}]}))
+        assert ws.receive_json() == {"type": "ack", "leases": [999]}, "refused, and dealt with"
+        assert ws.receive_json()["code"] == "bad_result"
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        assert ws.receive_json()["type"] == "job"
+        (lease,) = ws.receive_json()["leases"]
+        result = {"type": "result", "results": [{"lease": lease["lease"], "error": "boom"}]}
+        ws.send_text(json.dumps(result))
+        assert ws.receive_json() == {"type": "ack", "leases": [lease["lease"]]}
+        stats = ws.receive_json()
+        assert stats["type"] == "stats" and stats["results"] == 1 and stats["errors"] == 1
+        ws.send_text(json.dumps(result))  # a copy: acknowledged again, counted once
+        assert ws.receive_json() == {"type": "ack", "leases": [lease["lease"]]}
+        ws.send_text(json.dumps({"type": "ready", "n": 1}))
+        assert ws.receive_json()["type"] == "idle", "no stats: nothing changed"

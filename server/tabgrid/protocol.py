@@ -70,6 +70,9 @@ class Hello(Struct, tag="hello", frozen=True):
     name: Short = ""
     adapter: Adapter = Adapter()
     kernels: Annotated[list[Short], Meta(max_length=64)] = []
+    # The worker keeps each result it sent until an Ack names it, and sends the ones not
+    # acknowledged again after reconnecting. A worker that does not say so gets no Ack.
+    acks: bool = False
 
 
 class Hold(Struct, tag="hold", frozen=True):
@@ -116,6 +119,7 @@ class Welcome(Struct, tag="welcome", frozen=True):
     secret: str
     max_inline: int
     max_message: int
+    acks: bool = False  # this coordinator acknowledges results (Ack)
 
 
 class JobSpec(Struct, tag="job", frozen=True):
@@ -150,6 +154,15 @@ class Cancel(Struct, tag="cancel", frozen=True):
     reason: str = ""
 
 
+class Ack(Struct, tag="ack", frozen=True):
+    """These leases' results were dealt with and the outcome is durable (recorded, or refused
+    or found a duplicate): the worker forgets them. Sent after the transaction that recorded
+    them committed, once for every copy received; a result not acknowledged is sent again after
+    a reconnect, to this coordinator or another one sharing its database."""
+
+    leases: list[int]
+
+
 class Idle(Struct, tag="idle", frozen=True):
     """No unit can be leased to this worker now, and why (shown to the person running it)."""
 
@@ -172,7 +185,7 @@ class Error(Struct, tag="error", frozen=True):
     message: str
 
 
-CoordinatorMessage = Welcome | JobSpec | Lease | Cancel | Idle | Stats | Error | Bye
+CoordinatorMessage = Welcome | JobSpec | Lease | Cancel | Ack | Idle | Stats | Error | Bye
 
 
 # ---- HTTP API bodies ----------------------------------------------------------------------

@@ -34,10 +34,10 @@ class Cluster:
         self.workers.append(w)
         return w
 
-    def rogue(self, kind: str) -> WorkerProcess:
+    def rogue(self, kind: str, *args: str) -> WorkerProcess:
         n = len(self.workers)
         w = WorkerProcess.module(
-            "integration.rogue", [kind, self.url], self.data / f"{kind}{n}.log"
+            "integration.rogue", [kind, self.url, *args], self.data / f"{kind}{n}.log"
         )
         self.workers.append(w)
         return w

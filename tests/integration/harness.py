@@ -60,6 +60,12 @@ class Coordinator:
                 time.sleep(0.1)
         raise TimeoutError(f"coordinator did not come up: {self.log.read_text()[-2000:]}")
 
+    def pause(self) -> None:
+        """SIGSTOP: the process holds its sockets open and reads nothing (SIGKILL still ends
+        it); what workers send meanwhile waits in the kernel's buffers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

@@ -4,6 +4,8 @@ python -m integration.rogue saboteur URL   # returns wrong outputs (all saboteur
 python -m integration.rogue colluder URL   # after 40 results, wrong on every 5th unit index
 python -m integration.rogue sleeper URL    # right for its first 60 results, then always wrong
 python -m integration.rogue stalled URL    # takes leases and never answers
+python -m integration.rogue gated URL FILE # computes once FILE exists; logs every unit and
+                                           # every result waiting for acknowledgement
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from tabgrid.runtime.array import Array
 from tabgrid.worker.session import Worker
@@ -56,6 +59,23 @@ class Stalled(Worker):
         await asyncio.Event().wait()
 
 
+class Gated(Worker):
+    """The honest worker, holding each unit until the gate file exists, and saying what it
+    computed and how many of its results wait for an acknowledgement."""
+
+    gate = Path("gate")
+
+    async def _compute(self, item):  # type: ignore[no-untyped-def]
+        while not self.gate.exists():
+            await asyncio.sleep(0.05)
+        self.log(f"computed unit {item.unit} (lease {item.lease})")
+        return await super()._compute(item)
+
+    def _keep(self, items):  # type: ignore[no-untyped-def]
+        super()._keep(items)
+        self.log(f"{len(self.unacked)} results wait for acknowledgement")
+
+
 def corrupt(a: Array) -> Array:
     """The same wrong answer every time, so that two saboteurs agree with each other."""
     data = bytearray(a.data)
@@ -71,7 +91,10 @@ def main() -> None:
         "colluder": Colluder,
         "sleeper": Sleeper,
         "stalled": Stalled,
+        "gated": Gated,
     }[kind]
+    if cls is Gated:
+        Gated.gate = Path(sys.argv[3])
     asyncio.run(cls(url, concurrency=2, name=kind).run())
 
 

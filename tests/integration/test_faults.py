@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tabgrid import kernels
 from tabgrid.client.tiling import matmul_units
@@ -116,6 +117,48 @@ def test_coordinator_killed_mid_job_loses_nothing(cluster) -> None:  # type: ign
         assert np.array_equal(results[i]["digest"], out["digest"]), "a validated result changed"
     for i in range(0, n, 97):
         assert np.array_equal(results[i]["digest"], expected_checksum(i))
+
+
+def test_unacknowledged_results_survive_a_coordinator_kill_and_count_once(cluster) -> None:  # type: ignore[no-untyped-def]
+    """The workers' results reach a coordinator that never records them (stopped, then
+    killed): the workers keep them, unacknowledged, and send them to the next coordinator on
+    the same database, which counts each once. No unit is computed twice."""
+    gate = cluster.data / "gate"
+    gated = [cluster.rogue("gated", str(gate)) for _ in range(2)]  # concurrency 2 each
+    n = 6
+    with cluster.client() as client:
+        job = client.submit("checksum", checksum_units(n), policy={"quorum": 2})
+    wait_for(lambda: replica_states(cluster.db) == ["leased"] * 4, what="four units leased")
+    cluster.coordinator.pause()
+    gate.touch()
+    for worker in gated:
+        wait_for(
+            lambda w=worker: "2 results wait for acknowledgement" in w.log.read_text(),
+            what="both results sent to the stopped coordinator",
+        )
+    cluster.coordinator.kill()
+    cluster.coordinator.start()
+    with cluster.client() as client:
+        assert client.wait(job.id, progress=False, timeout=120).state == "done"
+        lines = list(client.iter_results(job.id))
+    assert [i for i, _ in lines] == list(range(n)), "each unit exactly once"
+    for i, out in lines:
+        assert np.array_equal(out["digest"], expected_checksum(i))
+    assert replica_states(cluster.db) == ["valid"] * 2 * n, "two replicas a unit, no more"
+    for worker in gated:
+        log = worker.log.read_text()
+        assert "sending 2 unacknowledged results again" in log
+        computed = re.findall(r"computed unit (\d+) ", log)
+        assert len(computed) == n and len(set(computed)) == n, f"computed twice: {computed}"
+
+
+def replica_states(db: str) -> list[str]:
+    store = Store(db)
+    try:
+        q = text("SELECT state FROM replicas ORDER BY id")
+        return store.tx(lambda c: list(c.execute(q).scalars()))
+    finally:
+        store.close()
 
 
 def test_oversized_websocket_frame_closes_that_socket_only(cluster) -> None:  # type: ignore[no-untyped-def]

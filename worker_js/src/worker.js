@@ -6,7 +6,8 @@
 //
 // Flow control: at most one unit is asked for at a time (one `ready 1`), so Pause stops
 // leasing within one unit, and the usage cap is a rest after each unit in proportion to
-// the time it took.
+// the time it took. A result sent is out of flight, but kept until the coordinator
+// acknowledges it (unacked.js) and sent again after a reconnect.
 
 /* global KERNELS */
 import { JobAbout } from './about.js';
@@ -26,6 +27,7 @@ import {
 } from './page-messages.js';
 import { errorItem, outputsItem } from './results.js';
 import { loadRuntime } from './runtime.js';
+import { inMessages, Unacked } from './unacked.js';
 
 const PROTOCOL = 1;
 const FIGURES_EVERY_MS = 1000;
@@ -47,6 +49,7 @@ class VolunteerWorker {
     this.credit = 0;
     this.running = null;
     this.finished = [];
+    this.unacked = new Unacked(); // sent, waiting for an ack
     this.restUntil = 0;
     this.restTimer = null;
     this.stopped = false;
@@ -106,6 +109,7 @@ class VolunteerWorker {
       name: this.config.name || 'browser',
       adapter: this.adapter,
       kernels: KERNELS,
+      acks: true,
     };
   }
 
@@ -113,11 +117,15 @@ class VolunteerWorker {
     if (msg.worker_id !== this.identity.workerId) {
       // A new identity: results computed under the old one would be judged as strangers'.
       this.finished = this.finished.filter((f) => f.workerId === msg.worker_id);
+      const n = this.unacked.size;
+      if (n) log('warn', `dropped ${n} unacknowledged results of the old identity`);
+      this.unacked.clear();
     }
     this.identity = { workerId: msg.worker_id, secret: msg.secret };
     post(identityMessage(this.identity));
     this.credit = 0;
     log('info', `connected as worker ${msg.worker_id.slice(0, 8)}`);
+    this.resend(msg);
     this.flush();
     this.wake();
   }
@@ -151,8 +159,12 @@ class VolunteerWorker {
         const dropped = new Set(msg.leases);
         this.queue = this.queue.filter((l) => !dropped.has(l.lease));
         this.finished = this.finished.filter((f) => !dropped.has(f.item.lease));
+        this.unacked.forget(dropped);
         break;
       }
+      case 'ack':
+        this.unacked.forget(msg.leases);
+        break;
       case 'idle':
         this.idleReason = msg.reason;
         break;
@@ -285,10 +297,34 @@ class VolunteerWorker {
   flush() {
     if (!this.conn?.open || !this.finished.length) return;
     const current = this.finished.filter((f) => f.workerId === this.identity.workerId);
-    if (this.conn.send({ type: 'result', results: current.map((f) => f.item) })) {
+    const items = current.map((f) => f.item);
+    if (this.conn.send({ type: 'result', results: items })) {
       this.finished = [];
+      if (this.conn.welcome?.acks) this.keep(items);
       if (this.firstResultMs === null) this.firstResultMs = performance.now() - this.startedAt;
     }
+  }
+
+  keep(items) {
+    const dropped = this.unacked.add(items);
+    if (dropped.length) {
+      const why = 'if the coordinator lost them, their units are computed again';
+      log('warn', `dropped ${dropped.length} unacknowledged results, the oldest: ${why}`);
+    }
+  }
+
+  // Results sent on an earlier connection that no ack named: the coordinator may have died
+  // before recording them. One it recorded already is acknowledged and ignored.
+  resend(welcome) {
+    if (!this.unacked.size) return;
+    const { messages, tooBig } = inMessages(this.unacked.items(), welcome.max_message);
+    if (tooBig.length) {
+      this.unacked.forget(tooBig);
+      log('warn', `dropped ${tooBig.length} unacknowledged results too large for a message`);
+    }
+    log('info', `sending ${this.unacked.size} unacknowledged results again`);
+    for (const results of messages) this.conn.send({ type: 'result', results });
+    if (!welcome.acks) this.unacked.clear(); // a coordinator that sends no ack
   }
 
   showTile(lease, params, outputs) {

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from tabgrid.protocol import (
     BANNED,
     PROTOCOL_VERSION,
+    Ack,
     Bye,
     CoordinatorMessage,
     Error,
@@ -62,6 +63,7 @@ class WorkerConnection:
         self.worker_id = ""
         self.connected_at = time.time()
         self.draining = False
+        self.acks = False  # the worker asked for Ack messages (Hello.acks)
         self.credit = 0
         self.leases: set[int] = set()
         self.jobs_sent: set[str] = set()
@@ -155,6 +157,8 @@ class WorkerConnection:
                 self.scheduler.hold(self)
             case (State.SERVING, Result(results=items)):
                 if len(items) > self.limits.max_leases * 2:
+                    if self.acks:  # refused for good: sending them again cannot help
+                        self.post(Ack(leases=[item.lease for item in items]))
                     self._complain("too_many", f"{len(items)} results in one message")
                     return
                 self.scheduler.results(self, items)
@@ -175,6 +179,7 @@ class WorkerConnection:
             raise ProtocolViolation("this worker is banned by the operator", BANNED)
         self.draining = await store.run(bans.draining, wid)
         self.worker_id = wid
+        self.acks = hello.acks
         self.state = State.SERVING
         self.post(
             Welcome(
@@ -182,6 +187,7 @@ class WorkerConnection:
                 secret=secret,
                 max_inline=self.limits.max_inline,
                 max_message=self.limits.max_message,
+                acks=True,
             )
         )
         self.scheduler.attach(self)

@@ -24,6 +24,7 @@ from tabgrid.coordinator.telemetry import Telemetry
 from tabgrid.coordinator.validator import Incoming, Outcome, Validator
 from tabgrid.protocol import (
     BANNED,
+    Ack,
     Cancel,
     CoordinatorMessage,
     Error,
@@ -47,6 +48,7 @@ MAX_TICK_TRIES = 3  # a tick the database refused is tried again this often
 KNOWN_ANSWERS = 8  # known answers a checked job keeps before spot-checks draw on it
 TICK_RETRY_S = 0.5
 PRUNE_EVERY_S = 60.0
+ACKS_PER_MESSAGE = 1024
 
 
 class Peer(Protocol):
@@ -60,6 +62,7 @@ class Peer(Protocol):
     jobs_sent: set[str]  # JobSpec keys
     idle_reason: str | None
     draining: bool
+    acks: bool  # the worker keeps results until they are acknowledged
 
     def post(self, msg: CoordinatorMessage) -> None: ...
 
@@ -73,6 +76,8 @@ class _TickResult:
     idle: dict[str, str] = field(default_factory=dict)
     # Workers an operator banned or drained, perhaps through another coordinator.
     stopped: dict[str, str] = field(default_factory=dict)
+    # The leases of every result the tick dealt with, by sender: acknowledged once committed.
+    acks: dict[str, list[int]] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -299,6 +304,7 @@ class Scheduler:
             self._results[:0] = [inc for inc in again if inc.tries <= MAX_TICK_TRIES]
             self._wake.set()
             raise
+        res.acks = acks_of(batch)
         self._deliver(res, wanted)
 
     def _work(
@@ -442,6 +448,7 @@ class Scheduler:
 
     def _deliver(self, res: _TickResult, wanted: dict[str, tuple[str, int]]) -> None:
         self.telemetry.outcome(res.outcome)
+        self._acknowledge(res.acks)
         for wid, why in res.stopped.items():
             if why == "banned":
                 self.banned(wid, "see the operator's audit log")
@@ -476,6 +483,14 @@ class Scheduler:
             self.poke()
         elif self._results or self._hungry:
             self._wake.set()
+
+    def _acknowledge(self, acks: dict[str, list[int]]) -> None:
+        """First, whatever else the tick says: its results are durable, the workers forget
+        them. A worker connected again meanwhile hears it on its new connection."""
+        for wid, leases in acks.items():
+            if (p := self.peers.get(wid)) is not None and p.acks:
+                for i in range(0, len(leases), ACKS_PER_MESSAGE):
+                    p.post(Ack(leases=leases[i : i + ACKS_PER_MESSAGE]))
 
     def _send_leases(self, peer: Peer, claimed: list[leases_q.Claimed]) -> None:
         for job in {c.job for c in claimed}:
@@ -521,6 +536,14 @@ class Scheduler:
                 inc = Incoming(inc.worker, item)
             out.append(inc)
         return out
+
+
+def acks_of(batch: list[Incoming]) -> dict[str, list[int]]:
+    """Each sender's leases in the order their results came, one entry per copy received."""
+    acks: dict[str, list[int]] = {}
+    for inc in batch:
+        acks.setdefault(inc.worker, []).append(inc.item.lease)
+    return acks
 
 
 def idle_reason(conn: Connection, distinct: bool) -> str:

@@ -88,6 +88,7 @@ class Outcome:
     # Workers a spot-check caught (banned, every result taken back), and why.
     caught: dict[str, str] = field(default_factory=dict)
     reopened: int = 0  # accepted units whose acceptance rested on a caught worker
+    duplicates: int = 0  # results for replicas that had theirs already: ignored
 
     def merge(self, other: Outcome) -> None:
         """Adds a later part of the same tick (each worker's stats are read after its part)."""
@@ -103,6 +104,7 @@ class Outcome:
         self.cancelled += other.cancelled
         self.caught |= other.caught
         self.reopened += other.reopened
+        self.duplicates += other.duplicates
 
 
 ContextLoader = Callable[[Connection, int], JobContext]
@@ -405,7 +407,8 @@ class _Round:
             elif rep is None or rep.worker_id != inc.worker:
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} is not held by you"))
             elif rep.state not in ("leased", "released") or rep.id in seen:
-                out.rejected.append((inc.worker, f"lease {inc.item.lease} already has a result"))
+                # A copy sent again (its acknowledgement was lost): the first one counts.
+                out.duplicates += 1
             elif rep.state == "released" and (rep.unit_id, inc.worker) in live:
                 # The unit went to this worker again: only one of its results may count.
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} was released"))
@@ -420,6 +423,9 @@ class _Round:
         u = units[rep.unit_id]
         if rep.state == "leased" and not u.final:
             u.inflight = max(0, u.inflight - 1)
+        elif rep.state == "released" and not u.final and u.want > 0:
+            # Late, but here: the replica its release asked for is not needed after all.
+            u.want -= 1
         tally = tallies.setdefault(inc.worker, Tally())
         tally.results += 1
         error = self._error_of(inc.item)

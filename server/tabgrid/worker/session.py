@@ -3,7 +3,9 @@
 One websocket to the coordinator carries control messages; blobs travel over HTTP. The
 worker keeps ``concurrency`` units in flight, where a unit is in flight from its lease until
 its result has been handed to the connection. It reconnects after any loss, as the same
-worker, and sends results it finished while disconnected once it is back.
+worker, and sends results it finished while disconnected once it is back. A result sent is
+kept until the coordinator acknowledges it (worker/unacked.py) and sent again after a
+reconnect, first thing after the welcome.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tabgrid.protocol import (
     BANNED,
+    Ack,
     Adapter,
     Bye,
     Cancel,
@@ -39,6 +42,7 @@ from tabgrid.protocol import (
     Lease,
     LeaseItem,
     Ready,
+    ResultItem,
     Stats,
     Welcome,
     coordinator_decoder,
@@ -49,6 +53,7 @@ from tabgrid.runtime.errors import KernelError
 from tabgrid.runtime.loader import run_unit
 from tabgrid.worker.blobs import BlobCache, BlobError, BlobUnreachable, put_blob, worker_auth
 from tabgrid.worker.results import Finished, pack
+from tabgrid.worker.unacked import Unacked
 
 Log = Callable[[str], None]
 
@@ -178,6 +183,7 @@ class Worker:
         self.jobs: OrderedDict[str, JobSpec] = OrderedDict()  # by JobSpec key
         self.running: dict[int, asyncio.Task[None]] = {}
         self.finished: list[Finished] = []
+        self.unacked = Unacked()  # sent, not yet acknowledged: not in flight any more
         self.ws: ClientConnection | None = None
         self.welcome: Welcome | None = None
         self.credit = 0  # Ready slots granted on this connection that no lease used yet
@@ -286,6 +292,7 @@ class Worker:
             name=self.name,
             adapter=_adapter(self.gpu),
             kernels=_kernel_names(self.gpu),
+            acks=True,
         )
 
     async def _session(self, ws: ClientConnection) -> None:
@@ -299,6 +306,8 @@ class Worker:
                 self.log("coordinator did not welcome this worker; closing")
                 return
             self._welcomed(ws, first)
+            await self._resend(ws, first)
+            self.ws, self.welcome, self.credit = ws, first, 0
             self._schedule_flush()
             async for raw in ws:
                 message = self._decode(raw)
@@ -310,6 +319,9 @@ class Worker:
     def _welcomed(self, ws: ClientConnection, welcome: Welcome) -> None:
         if self.identity.worker_id not in (None, welcome.worker_id):
             self.log(f"coordinator gave a new identity {welcome.worker_id}")
+            if self.unacked:
+                self.log(f"dropped {len(self.unacked)} unacknowledged results of the old identity")
+                self.unacked.clear()
         self.identity = Identity(welcome.worker_id, welcome.secret)
         try:
             self.identity.save(self.state_file)
@@ -317,7 +329,6 @@ class Worker:
             self.log(f"could not keep the worker identity in {self.state_file}: {e}")
         # Incoming messages are bounded by the coordinator's own limit from now on.
         ws.protocol.max_message_size = welcome.max_message
-        self.ws, self.welcome, self.credit = ws, welcome, 0
         self.log(f"connected to {self.url} as worker {welcome.worker_id}")
         if self.finished:
             self.log(f"sending {len(self.finished)} results finished while disconnected")
@@ -353,6 +364,8 @@ class Worker:
                 self._leased(message.leases)
             case Cancel():
                 self._cancel(message.leases)
+            case Ack():
+                self.unacked.forget(message.leases)
             case Idle():
                 self._idle(message.reason)
             case Stats():
@@ -413,6 +426,7 @@ class Worker:
             if task is not None:
                 task.cancel()
         self.finished = [f for f in self.finished if f.lease not in dropped]
+        self.unacked.forget(dropped)
         self._schedule_flush()
 
     async def _run(self, item: LeaseItem, worker_id: str) -> None:
@@ -469,14 +483,43 @@ class Worker:
                 self._start_upload(f)
             else:
                 sendable.append(f)
-        packed, too_big = pack([f.item(welcome.max_inline) for f in sendable], welcome.max_message)
+        items = [f.item(welcome.max_inline) for f in sendable]
+        packed, too_big = pack(items, welcome.max_message)
         for position in too_big:
             self._too_big(sendable[position])
         for batch in packed:
             await _send(ws, batch.message)
-            # Forget each batch once it went out: a lost connection keeps the rest for the next.
+            # Each batch leaves `finished` once it went out: a lost connection keeps the rest
+            # for the next; the batch itself waits in `unacked` for its acknowledgement.
             sent = {id(sendable[p]) for p in batch.positions}
             self.finished = [f for f in self.finished if id(f) not in sent]
+            if welcome.acks:
+                self._keep([items[p] for p in batch.positions])
+
+    def _keep(self, items: list[ResultItem]) -> None:
+        dropped = self.unacked.add(items)
+        if dropped:
+            self.log(
+                f"dropped {len(dropped)} unacknowledged results, the oldest, to stay within "
+                f"{self.unacked.max_results} results and {self.unacked.max_bytes} bytes: "
+                "if the coordinator lost them, their units are computed again"
+            )
+
+    async def _resend(self, ws: ClientConnection, welcome: Welcome) -> None:
+        """Results sent on an earlier connection that no Ack named: the coordinator may have
+        died before recording them. One it recorded already is acknowledged and ignored."""
+        if not self.unacked:
+            return
+        items = self.unacked.items()
+        self.log(f"sending {len(items)} unacknowledged results again")
+        packed, too_big = pack(items, welcome.max_message)
+        if too_big:
+            self.unacked.forget(items[p].lease for p in too_big)
+            self.log(f"dropped {len(too_big)} unacknowledged results too large for a message")
+        for batch in packed:
+            await _send(ws, batch.message)
+        if not welcome.acks:
+            self.unacked.clear()  # a coordinator that sends no Ack: nothing more to wait for
 
     def _drop_stale(self) -> None:
         current = self.identity.worker_id

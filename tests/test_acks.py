@@ -1,0 +1,187 @@
+"""Results are acknowledged once the tick that dealt with them committed, on both backends:
+a copy sent again counts once and is acknowledged again, a released lease's late result is
+taken, another worker's lease is refused, and a tick that failed acknowledges nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import text
+
+from tabgrid.blobs import BlobStore
+from tabgrid.coordinator.scheduler import Scheduler
+from tabgrid.coordinator.telemetry import Telemetry
+from tabgrid.protocol import Ack, CoordinatorMessage, Error, ResultItem, Stats
+from tabgrid.settings import Settings
+from tabgrid.store import Store
+from tabgrid.store import leases as leases_q
+from test_hardening_store import submit_checksum
+from test_store import claim, out, worker
+
+
+class FakePeer:
+    """A worker connection as the scheduler sees it; it keeps what was posted to it."""
+
+    def __init__(self, worker_id: str, acks: bool = True) -> None:
+        self.worker_id, self.addr = worker_id, worker_id
+        self.connected_at, self.credit, self.draining = time.time(), 0, False
+        self.leases: set[int] = set()
+        self.jobs_sent: set[str] = set()
+        self.idle_reason: str | None = None
+        self.acks = acks
+        self.posted: list[CoordinatorMessage] = []
+
+    def post(self, msg: CoordinatorMessage) -> None:
+        self.posted.append(msg)
+
+    def close(self, reason: str, code: str = "") -> None:
+        raise AssertionError(f"closed: {reason}")
+
+    def take(self, kind: type) -> list:
+        found = [m for m in self.posted if isinstance(m, kind)]
+        self.posted = [m for m in self.posted if not isinstance(m, kind)]
+        return found
+
+
+@pytest.fixture
+def store(db_url: str):  # type: ignore[no-untyped-def]
+    s = Store(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def scheduler(store: Store, tmp_path) -> Scheduler:  # type: ignore[no-untyped-def]
+    return Scheduler(store, BlobStore(tmp_path / "blobs"), Settings(), Telemetry())
+
+
+def send(scheduler: Scheduler, peer: FakePeer, *leases: int, value: str = "same") -> None:
+    """One result message carrying these leases' results, and the tick that records it."""
+    items = [ResultItem(lease=lease, outputs=out(value, data=True)) for lease in leases]
+    scheduler.results(peer, items)
+    asyncio.run(scheduler._tick())
+
+
+def acked(peer: FakePeer) -> list[int]:
+    return [lease for ack in peer.take(Ack) for lease in ack.leases]
+
+
+def unit_row(store: Store) -> tuple:
+    q = "SELECT state, want, issued, inflight, results FROM units"
+    return tuple(store.tx(lambda c: c.execute(text(q)).one()))
+
+
+def replicas(store: Store) -> list[tuple[str, str]]:
+    q = "SELECT worker_id, state FROM replicas ORDER BY id"
+    return [tuple(r) for r in store.tx(lambda c: c.execute(text(q)).all())]
+
+
+def results_of(store: Store, wid: str) -> int:
+    q = text("SELECT results FROM workers WHERE id = :w")
+    return store.tx(lambda c: c.execute(q, {"w": wid}).scalar_one())
+
+
+def test_a_result_sent_twice_is_recorded_once_and_acknowledged_twice(
+    store: Store, scheduler: Scheduler
+) -> None:
+    submit_checksum(store, 1, quorum=2)
+    a, b = worker(store, "1"), worker(store, "2")
+    pa, pb = FakePeer(a), FakePeer(b)
+    scheduler.attach(pa)
+    scheduler.attach(pb)
+    (la,), (lb,) = claim(store, a, 1), claim(store, b, 1)
+    send(scheduler, pa, la.lease)
+    assert acked(pa) == [la.lease]
+    assert [s.results for s in pa.take(Stats)] == [1]
+    send(scheduler, pa, la.lease)  # its acknowledgement was lost: sent again
+    assert acked(pa) == [la.lease]
+    assert pa.posted == [], "a copy is ignored without a word"
+    assert results_of(store, a) == 1 and unit_row(store) == ("running", 0, 2, 1, 1)
+    send(scheduler, pb, lb.lease, lb.lease)  # two copies in one message
+    assert acked(pb) == [lb.lease, lb.lease]
+    assert not pb.take(Error)
+    assert results_of(store, b) == 1
+    assert unit_row(store) == ("done", 0, 2, 0, 2)
+    assert replicas(store) == [(a, "valid"), (b, "valid")]
+
+
+@pytest.mark.parametrize("lost", ["disconnect", "deadline"])
+def test_a_released_lease_of_this_worker_is_taken_and_needs_no_replacement(
+    store: Store, scheduler: Scheduler, lost: str
+) -> None:
+    submit_checksum(store, 1, quorum=2)
+    a, b, c = worker(store, "1"), worker(store, "2"), worker(store, "3")
+    (la,), (lb,) = claim(store, a, 1), claim(store, b, 1)
+    if lost == "disconnect":  # on this coordinator or another one sharing the database
+        assert store.tx(leases_q.release_worker, a, time.time()) == 1
+    else:
+        store.tx(lambda conn: conn.execute(text("UPDATE replicas SET deadline = 0")))
+        assert store.tx(leases_q.expire, time.time()) == 2
+    pa = FakePeer(a)  # a new connection of the same worker
+    scheduler.attach(pa)
+    send(scheduler, pa, la.lease)
+    assert acked(pa) == [la.lease] and not pa.take(Error)
+    assert results_of(store, a) == 1
+    state, want, issued, inflight, results = unit_row(store)
+    # The replica its release asked for is not needed any more.
+    assert (want, issued, results) == ((0, 2, 1) if lost == "disconnect" else (1, 2, 1))
+    pb = FakePeer(b)
+    scheduler.attach(pb)
+    send(scheduler, pb, lb.lease)
+    assert acked(pb) == [lb.lease]
+    assert unit_row(store) == ("done", 0, 2, 0, 2)
+    assert replicas(store) == [(a, "valid"), (b, "valid")]
+    assert claim(store, c, 1) == [], "no third replica for a unit that had its two"
+
+
+def test_a_result_for_another_workers_lease_is_refused_and_acknowledged(
+    store: Store, scheduler: Scheduler
+) -> None:
+    submit_checksum(store, 1, quorum=2)
+    a, b = worker(store, "1"), worker(store, "2")
+    (la,) = claim(store, a, 1)
+    pb = FakePeer(b)
+    scheduler.attach(pb)
+    send(scheduler, pb, la.lease, 999_999)
+    assert acked(pb) == [la.lease, 999_999]
+    errors = [e.message for e in pb.take(Error)]
+    assert len(errors) == 2 and all("is not held by you" in e for e in errors), errors
+    assert results_of(store, b) == 0
+    assert unit_row(store) == ("running", 1, 1, 1, 0) and replicas(store) == [(a, "leased")]
+
+
+def test_a_tick_that_failed_acknowledges_nothing_until_it_is_done(
+    store: Store, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submit_checksum(store, 1, quorum=1)
+    a = worker(store, "1")
+    (la,) = claim(store, a, 1)
+    pa = FakePeer(a)
+    scheduler.attach(pa)
+    work = scheduler._work
+
+    def refused(*args, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(scheduler, "_work", refused)
+    with pytest.raises(RuntimeError):
+        send(scheduler, pa, la.lease)
+    assert pa.posted == [] and replicas(store) == [(a, "leased")]
+    monkeypatch.setattr(scheduler, "_work", work)
+    asyncio.run(scheduler._tick())  # the same results, tried again
+    assert acked(pa) == [la.lease]
+    assert replicas(store) == [(a, "valid")]
+
+
+def test_a_worker_that_did_not_ask_gets_no_acknowledgement(
+    store: Store, scheduler: Scheduler
+) -> None:
+    submit_checksum(store, 1, quorum=1)
+    a = worker(store, "1")
+    (la,) = claim(store, a, 1)
+    pa = FakePeer(a, acks=False)
+    scheduler.attach(pa)
+    send(scheduler, pa, la.lease)
+    assert [type(m) for m in pa.posted] == [Stats]
