@@ -14,7 +14,7 @@ from sqlalchemy.schema import CreateTable
 from sqlmodel import SQLModel
 
 from tabgrid import kernels
-from tabgrid.blobs import BlobStore
+from tabgrid.blobs import FileBlobStore
 from tabgrid.coordinator.scheduler import Scheduler
 from tabgrid.coordinator.telemetry import Telemetry
 from tabgrid.coordinator.validator import Incoming, job_key
@@ -119,7 +119,7 @@ def test_a_result_the_store_cannot_take_costs_only_its_sender(store: Store, tmp_
     store.tx(lambda c: c.execute(text("UPDATE units SET want = 3")))
     leases = [claim(store, w, 1)[0] for w in honest]
     bad = claim(store, evil, 1)[0]
-    scheduler = Scheduler(store, BlobStore(tmp_path / "blobs"), Settings(), Telemetry())
+    scheduler = Scheduler(store, FileBlobStore(tmp_path / "blobs"), Settings(), Telemetry())
     same = out("same", data=True)
     batch = [
         Incoming(w, ResultItem(lease=c.lease, outputs=same))

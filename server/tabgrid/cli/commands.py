@@ -35,8 +35,9 @@ from tabgrid.cli.jobfile import load_job_file
 
 
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from TABGRID_* variables, then the command line; --data alone moves the db too."""
-    from tabgrid.settings import from_env, sqlite_url
+    """Settings from TABGRID_* variables, then the command line; --data alone moves the db too.
+    Raises CliError for settings that cannot work together."""
+    from tabgrid.settings import Settings, from_env, proxies, sqlite_url
 
     overrides: dict[str, object] = {}
     if args.data is not None:
@@ -51,7 +52,19 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
     if getattr(args, "allow_same_address", False):
         overrides["distinct_addresses"] = False
         overrides["trust_per_address"] = 0  # one machine's workers are separate witnesses
-    return from_env(**overrides)
+    if getattr(args, "blobs", None) is not None:
+        overrides["blobs"] = args.blobs
+    if getattr(args, "trust_proxy", None) is not None:
+        overrides["trust_proxy"] = proxies(args.trust_proxy)
+    if getattr(args, "sweep_interval", None) is not None:
+        overrides["sweep_interval_s"] = args.sweep_interval
+        # Each sweep renews this coordinator's row: the others wait ten of them.
+        least = Settings.coordinator_ttl_s
+        overrides["coordinator_ttl_s"] = max(least, 10 * args.sweep_interval)
+    try:
+        return from_env(**overrides)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -501,6 +514,25 @@ def _serve_parser(sub: Subparsers) -> None:
         action="store_true",
         help="let replicas of a unit go to different workers behind one client address "
         "(needed on one machine)",
+    )
+    p.add_argument(
+        "--blobs",
+        choices=["files", "db"],
+        help="where blobs are kept: files under --data (one host) or db, in the PostgreSQL "
+        "database, for coordinators on several hosts (default: $TABGRID_BLOBS or files)",
+    )
+    p.add_argument(
+        "--trust-proxy",
+        metavar="ADDRS",
+        help="comma-separated addresses or networks of reverse proxies whose X-Forwarded-For "
+        "names the client (default: $TABGRID_TRUST_PROXY or none: the connection's address)",
+    )
+    p.add_argument(
+        "--sweep-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often leases past their deadline are released and idle workers retried "
+        "(default: 1)",
     )
 
 
