@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -184,9 +185,9 @@ def test_blobs_in_the_database_need_postgresql(tmp_path: Path) -> None:
 # ---- two coordinators, one database ----------------------------------------------------------
 
 
-def _app(url: str, data: Path) -> TestClient:
-    settings = Settings(db=url, data_dir=data, blobs="db", distinct_addresses=False)
-    client = TestClient(create_app(settings), raise_server_exceptions=False)
+def _app(url: str, data: Path, **settings: Any) -> TestClient:
+    config = Settings(db=url, data_dir=data, blobs="db", distinct_addresses=False, **settings)
+    client = TestClient(create_app(config), raise_server_exceptions=False)
     client.__enter__()
     return client
 
@@ -215,3 +216,26 @@ def test_a_blob_uploaded_through_one_app_is_read_through_another(
     finally:
         b.__exit__(None, None, None)
         a.__exit__(None, None, None)
+
+
+def test_an_upload_no_job_used_leaves_the_database_when_it_expires(
+    pg_url: str, tmp_path: Path
+) -> None:
+    app = _app(pg_url, tmp_path, upload_ttl_s=0.3, blob_sweep_interval_s=0.1)
+    try:
+        store: Any = app.app.state.services.store  # type: ignore[attr-defined]
+        _, token = store.create_token("submitter", "alice")
+        alice = {"authorization": f"Bearer {token}"}
+        digest = sha(BIG)
+        assert app.put(f"/api/v1/blobs/{digest}", content=BIG, headers=alice).status_code == 201
+        blobs: Any = app.app.state.services.blobs  # type: ignore[attr-defined]
+        assert blobs.has(digest)
+        deadline = time.monotonic() + 10
+        while blobs.has(digest):
+            assert time.monotonic() < deadline, "the blob sweeper left it"
+            time.sleep(0.05)
+        with blobs.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(PARTS)).scalar() == 0
+        assert app.get(f"/api/v1/blobs/{digest}", headers=alice).status_code == 404
+    finally:
+        app.__exit__(None, None, None)

@@ -222,11 +222,14 @@ def test_a_cancel_heard_calls_back_that_jobs_leases_once(
     store.tx(jobs_q.cancel_job, doomed, time.time())
     if how == "deleted":
         store.tx(jobs_q.retire_job, doomed)
+    forgotten: list[int] = []
+    scheduler.forget_job = forgotten.append  # type: ignore[method-assign]
     event = Event("job", job=doomed, state=how)  # type: ignore[arg-type]
     asyncio.run(dispatch(scheduler, event))
     asyncio.run(dispatch(scheduler, event))
     assert peer.sent == [Cancel(leases=sorted(theirs), reason=f"job {how}")]
     assert peer.leases == set(mine)
+    assert forgotten == ([doomed, doomed] if how == "deleted" else [])
 
 
 def test_a_pause_heard_leaves_the_leases_out(store: Store, scheduler: Scheduler) -> None:

@@ -28,6 +28,8 @@ async def dispatch(scheduler: Scheduler, event: Event) -> None:
                 scheduler.poke()
             case "job" if event.state in ("cancelled", "deleted"):
                 await _call_back(scheduler)
+                if event.state == "deleted" and event.job is not None:
+                    scheduler.forget_job(event.job)  # what this coordinator kept of it
             case "job" if event.state == "running":
                 scheduler.poke()
             case "worker" if event.worker in scheduler.peers:
