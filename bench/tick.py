@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "server"), str(ROOT)]
 
-from tabgrid.blobs import BlobStore  # noqa: E402
+from tabgrid.blobs import FileBlobStore  # noqa: E402
 from tabgrid.coordinator.scheduler import Scheduler  # noqa: E402
 from tabgrid.coordinator.telemetry import Telemetry  # noqa: E402
 from tabgrid.coordinator.validator import Incoming  # noqa: E402
@@ -50,7 +50,7 @@ def answer(params: dict) -> Output:
 def run(db: str, units: int, slots: int, profile: bool) -> float:
     tmp = Path(tempfile.mkdtemp(prefix="tick-"))
     store = open_store(db if db != "sqlite" else f"sqlite:///{tmp / 'tabgrid.db'}")
-    sched = Scheduler(store, BlobStore(tmp / "blobs"), Settings(data_dir=tmp), Telemetry())
+    sched = Scheduler(store, FileBlobStore(tmp / "blobs"), Settings(data_dir=tmp), Telemetry())
     spec = JobSubmit(
         kernel="checksum",
         units=[UnitSpec(params={"i": i}) for i in range(units)],

@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT / "server")]
 
 from sqlalchemy import func, select  # noqa: E402
 
-from tabgrid.blobs import BlobStore  # noqa: E402
+from tabgrid.blobs import FileBlobStore  # noqa: E402
 from tabgrid.coordinator.scheduler import Scheduler  # noqa: E402
 from tabgrid.coordinator.telemetry import Telemetry  # noqa: E402
 from tabgrid.coordinator.validator import Incoming  # noqa: E402
@@ -125,7 +125,7 @@ def simulate(sc: Scenario, policy_key: str, workers: int, seed: int) -> Run:
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     tmp = Path(tempfile.mkdtemp(prefix="trust-", dir=os.environ.get("TRUST_TMP")))
     store = open_store(f"sqlite:///{tmp / 'tabgrid.db'}")
-    blobs = BlobStore(tmp / "blobs")
+    blobs = FileBlobStore(tmp / "blobs")
     sched = Scheduler(store, blobs, Settings(data_dir=tmp), Telemetry())
     rng = random.Random(seed)
     sched.validator.rng = random.Random(seed + 1)

@@ -269,6 +269,44 @@ def test_serve_settings(tmp_path: Path) -> None:
     assert (settings.db, settings.distinct_addresses) == (pg, False)
 
 
+def test_serve_settings_for_several_coordinators(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tabgrid.app import proxy_options
+
+    pg = "postgresql://u@db/tg"
+    args = _serve_args("--db", pg, "--blobs", "db", "--trust-proxy", "10.0.0.10, 10.1.0.0/16")
+    settings = cli.settings_from_args(args, {})
+    assert settings.blobs == "db" and settings.trust_proxy == ("10.0.0.10", "10.1.0.0/16")
+    assert proxy_options(settings) == {
+        "proxy_headers": True,
+        "forwarded_allow_ips": "10.0.0.10,10.1.0.0/16",
+    }
+    # Without a trusted proxy no header is believed, not even from 127.0.0.1.
+    assert proxy_options(cli.settings_from_args(_serve_args("--db", pg), {})) == {
+        "proxy_headers": False
+    }
+    slow = cli.settings_from_args(_serve_args("--db", pg, "--sweep-interval", "30"), {})
+    assert (slow.sweep_interval_s, slow.coordinator_ttl_s) == (30, 300), "ten sweeps to be gone"
+    monkeypatch.setenv("TABGRID_BLOBS", "db")
+    monkeypatch.setenv("TABGRID_TRUST_PROXY", "::1")
+    from_env = cli.settings_from_args(_serve_args("--db", pg), {})
+    assert (from_env.blobs, from_env.trust_proxy) == ("db", ("::1",))
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--trust-proxy", "nginx.local"], "not an IP address or network"),
+        (["--blobs", "db"], "PostgreSQL"),
+        (["--sweep-interval", "0"], "sweep interval"),
+    ],
+)
+def test_serve_settings_that_cannot_work_are_refused(
+    tmp_path: Path, argv: list[str], says: str
+) -> None:
+    with pytest.raises(cli.CliError, match=says):
+        cli.settings_from_args(_serve_args("--data", str(tmp_path), *argv), {})
+
+
 def test_token_commands_use_the_database(tmp_path: Path, capsys) -> None:
     data = ["--data", str(tmp_path)]
     assert cli.main(["token", "create", "--role", "operator", "--name", "lab", *data]) == 0

@@ -9,7 +9,7 @@ import time
 import msgspec
 import pytest
 
-from tabgrid.blobs import BlobStore
+from tabgrid.blobs import BlobStore, FileBlobStore
 from tabgrid.coordinator.validator import Incoming, Validator
 from tabgrid.protocol import JobSubmit, Policy, ResultItem, UnitSpec, worker_decoder
 from tabgrid.runtime.errors import DETERMINISTIC, KernelError, ShaderError
@@ -34,7 +34,7 @@ def store(db_url: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def blobs(tmp_path):  # type: ignore[no-untyped-def]
-    return BlobStore(tmp_path / "blobs")
+    return FileBlobStore(tmp_path / "blobs")
 
 
 def submit(store: Store, n: int, unit_shaders: bool = False, **policy) -> int:  # type: ignore[no-untyped-def]

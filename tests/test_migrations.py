@@ -83,6 +83,8 @@ def make_the_old_way(engine: Engine) -> None:
         conn.execute(text("DROP INDEX replicas_leased_deadline"))
         # What revisions after the first added: no database made before revisions had it.
         conn.execute(text("DROP TABLE coordinators"))
+        conn.execute(text("DROP TABLE blob_parts"))
+        conn.execute(text("DROP TABLE blob_bodies"))
         conn.execute(text("ALTER TABLE replicas DROP COLUMN coordinator"))
         conn.execute(
             text(

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tabgrid.blobs import BlobStore
+from tabgrid.blobs import BlobStore, FileBlobStore
 from tabgrid.coordinator.validator import Incoming, JobContext, Validator
 from tabgrid.protocol import Hello, JobSubmit, Output, Policy, ResultItem, UnitSpec
 from tabgrid.store import Store, blob_rows, disagreements
@@ -51,7 +51,7 @@ def out(value: str, data: bool = False) -> dict[str, Output]:
 
 @pytest.fixture
 def blobs(tmp_path):  # type: ignore[no-untyped-def]
-    return BlobStore(tmp_path / "blobs")
+    return FileBlobStore(tmp_path / "blobs")
 
 
 def validator(store: Store, blobs: BlobStore) -> Validator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -17,21 +18,22 @@ from tabgrid.api import blobs as api_blobs
 from tabgrid.api import routes as api
 from tabgrid.api import static as web
 from tabgrid.api import status_page as pages
-from tabgrid.blobs import BlobStore
-from tabgrid.coordinator import gateway
+from tabgrid.blobs import BlobStore, FileBlobStore
+from tabgrid.coordinator import events, gateway
 from tabgrid.coordinator.console_hub import ConsoleHub
 from tabgrid.coordinator.scheduler import Scheduler
 from tabgrid.coordinator.telemetry import HttpLatency, Telemetry
 from tabgrid.services import Services
 from tabgrid.settings import Settings
 from tabgrid.store import Store, notify
+from tabgrid.store.blob_parts import DatabaseBlobStore
 
 log = logging.getLogger("tabgrid")
 
 
 def create_app(settings: Settings) -> Starlette:
     store = Store(settings.db)
-    blobs = BlobStore(settings.blob_dir)
+    blobs = open_blobs(settings)
     telemetry = Telemetry()
     scheduler = Scheduler(store, blobs, settings, telemetry)
     hub = ConsoleHub(
@@ -48,8 +50,8 @@ def create_app(settings: Settings) -> Starlette:
             _supervised(hub.run(), "console hub"),
         ]
         if store.is_postgres:
-            wake = services.scheduler.poke
-            tasks.append(_supervised(notify.listen(settings.db, wake), "notification listener"))
+            heard = functools.partial(events.dispatch, services.scheduler)
+            tasks.append(_supervised(notify.listen(settings.db, heard), "notification listener"))
         await services.scheduler.start()
         try:
             yield
@@ -59,6 +61,7 @@ def create_app(settings: Settings) -> Starlette:
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):  # the database may be what failed
                 await services.scheduler.stop()
+            blobs.close()
             store.close()
 
     web_dir = settings.web_dir or web.default_web_dir()
@@ -75,6 +78,13 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.services = services
     return app
+
+
+def open_blobs(settings: Settings) -> BlobStore:
+    """The blob store the settings name: files under the data directory, or the database."""
+    if settings.blobs == "db":
+        return DatabaseBlobStore(settings.db, settings.data_dir / "tmp")
+    return FileBlobStore(settings.blob_dir)
 
 
 def _supervised(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -103,7 +113,10 @@ def serve(settings: Settings) -> None:
             "distinct-address rule is OFF: replicas of a unit may go to workers at one address "
             "(fine on one machine, where every tab shares 127.0.0.1; not for a public network)"
         )
-    log.info("database %s, blobs in %s", _redact(settings.db), settings.blob_dir)
+    where = "the database" if settings.blobs == "db" else settings.blob_dir
+    log.info("database %s, blobs in %s", _redact(settings.db), where)
+    if settings.trust_proxy:
+        log.info("client addresses from X-Forwarded-For of %s", ", ".join(settings.trust_proxy))
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -114,7 +127,17 @@ def serve(settings: Settings) -> None:
         ws_per_message_deflate=False,
         log_level="warning",
         access_log=False,
+        **proxy_options(settings),
     )
+
+
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn's proxy options: X-Forwarded-For is believed only from the trusted proxies,
+    since the distinct-address rule rests on the client's address. uvicorn's own default
+    would believe any process on 127.0.0.1."""
+    if not settings.trust_proxy:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(settings.trust_proxy)}
 
 
 def _redact(url: str) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 KiB = 1024
@@ -35,6 +36,10 @@ class Limits:
     max_text_chars: int = 20_000
     embed_unit_texts: int = 32
     embed_unit_tokens: int = 4096
+
+
+BLOB_STORES = ("files", "db")
+MAX_SWEEP_INTERVAL_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,39 @@ class Settings:
     trust_resample_rate: float = 0.03
     trust_per_address: int = 1
     console_interval_s: float = 1.0  # the console hub's tick: its queries and its stream
+    # Where blob bytes live: "files" under data_dir (one host), or "db", in the database, so
+    # that coordinators on several hosts sharing it read each other's uploads.
+    blobs: str = "files"
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client; empty: the
+    # connection's own address is the client's, whatever the headers say.
+    trust_proxy: tuple[str, ...] = ()
     web_dir: Path | None = None  # the built contribute page; None: web/dist of this source tree
     limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.blobs not in BLOB_STORES:
+            raise ValueError(
+                f"blobs must be one of {', '.join(BLOB_STORES)}, not {self.blobs!r}: "
+                "files under the data directory (one host) or db (several hosts)"
+            )
+        if self.blobs == "db" and not self.db.startswith(("postgresql", "postgres")):
+            raise ValueError(
+                "blobs in the database (db) are for coordinators sharing a PostgreSQL "
+                "database; with SQLite (one host) keep them as files"
+            )
+        for proxy in self.trust_proxy:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted proxy {proxy!r} is not an IP address or network "
+                    "(such as 127.0.0.1, 10.0.0.0/8 or ::1)"
+                ) from None
+        if not 0 < self.sweep_interval_s <= MAX_SWEEP_INTERVAL_S:
+            raise ValueError(
+                f"the sweep interval must be above 0 and at most {MAX_SWEEP_INTERVAL_S:g} s, "
+                f"not {self.sweep_interval_s:g}"
+            )
 
     @property
     def blob_dir(self) -> Path:
@@ -84,5 +120,16 @@ def sqlite_url(data_dir: Path) -> str:
 def from_env(**overrides: object) -> Settings:
     """Settings from TABGRID_* environment variables, then explicit overrides."""
     data_dir = Path(os.environ.get("TABGRID_DATA", "tabgrid-data"))
-    base = Settings(db=os.environ.get("TABGRID_DB", sqlite_url(data_dir)), data_dir=data_dir)
-    return replace(base, **overrides)  # type: ignore[arg-type]
+    env: dict[str, object] = {
+        "db": os.environ.get("TABGRID_DB", sqlite_url(data_dir)),
+        "data_dir": data_dir,
+        "blobs": os.environ.get("TABGRID_BLOBS", "files"),
+        "trust_proxy": proxies(os.environ.get("TABGRID_TRUST_PROXY", "")),
+    }
+    # Checked once, whole: a variable may need a flag (TABGRID_BLOBS=db with --db).
+    return Settings(**(env | overrides))  # type: ignore[arg-type]
+
+
+def proxies(text: str) -> tuple[str, ...]:
+    """A comma-separated list of proxy addresses or networks, as the flag and variable take it."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())

@@ -1,6 +1,6 @@
 """Content-addressed blobs over HTTP.
 
-PUT checks the hash while streaming to disk, within what the uploader may still send
+PUT checks the hash while streaming to a temporary file, within what the uploader may still send
 (store/uploads.py: a worker only the outputs of the leases it holds, everyone within a quota of
 uploads no job uses yet). GET and HEAD need credentials: a blob is read by the token that
 uploaded it, the owner of a job that uses it, operators, and workers holding a lease whose unit
@@ -15,7 +15,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -24,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from tabgrid.api import auth
 from tabgrid.api.io import json_response, services
 from tabgrid.api.problems import ProblemError, bad_request, not_found
-from tabgrid.blobs import DIGEST, BlobError, BlobStore, Corrupt, digest_of
+from tabgrid.blobs import DIGEST, BlobError, BlobStore, Corrupt, Large, digest_of
 from tabgrid.protocol import BlobStored, JobSubmit
 from tabgrid.settings import MiB
 from tabgrid.store import blob_rows, jobs, uploads
@@ -81,7 +80,7 @@ async def put_blob(request: Request) -> Response:
     ttl = settings.worker_upload_ttl_s if who.kind == "worker" else settings.upload_ttl_s
     try:
         async with svc.blobs.receive(_body(request, budget), digest) as incoming:
-            # From before the claim until the file is in place, no deletion removes the file.
+            # From before the claim until the bytes are in place, no deletion removes them.
             with svc.blobs.landing(digest):
                 await _store_run(
                     svc,
@@ -93,7 +92,7 @@ async def put_blob(request: Request) -> Response:
                     ttl,
                     time.time(),
                 )
-                new = svc.blobs.land(incoming)
+                new = await asyncio.to_thread(svc.blobs.land, incoming)
     except BlobError as e:
         raise ProblemError(
             400,
@@ -144,25 +143,22 @@ async def get_blob(request: Request) -> Response:
     headers = {"Cache-Control": CACHE}
     try:
         if head:
-            size = await asyncio.to_thread(svc.blobs.check_file, digest)
+            size = await asyncio.to_thread(svc.blobs.check, digest)
             if size is not None:
                 return _headers_only(size, headers)
         else:
             found = await asyncio.to_thread(svc.blobs.open_checked, digest, WHOLE)
             if isinstance(found, bytes):
                 return Response(found, headers=headers, media_type=OCTET)
-            if isinstance(found, Path):
-                size = found.stat().st_size
+            if isinstance(found, Large):
                 return StreamingResponse(
-                    _streamed(svc.blobs, digest, found),
-                    headers=headers | {"content-length": str(size)},
+                    _streamed(svc.blobs, found),
+                    headers=headers | {"content-length": str(found.size)},
                     media_type=OCTET,
                 )
     except Corrupt:
-        log.error("blob %s did not hash to its digest on disk; its file was removed", digest)
+        log.error("blob %s did not hash to its digest where it is kept; it was removed", digest)
         raise _corrupt(digest) from None
-    except FileNotFoundError:
-        pass  # removed between the check and the stat
     data = await svc.store.run(blob_rows.read, digest)  # small validated outputs
     if data is not None:
         if digest_of(data) != digest:
@@ -179,13 +175,13 @@ def _headers_only(size: int, headers: dict[str, str]) -> Response:
     return Response(None, headers=headers | {"content-length": str(size)}, media_type=OCTET)
 
 
-async def _streamed(blobs: BlobStore, digest: str, path: Path) -> AsyncIterator[bytes]:
+async def _streamed(blobs: BlobStore, large: Large) -> AsyncIterator[bytes]:
     try:
-        async for chunk in blobs.stream_checked(digest, path):
+        async for chunk in blobs.stream_checked(large):
             yield chunk
     except Corrupt:
         # The status went out with the first chunk: the response breaks off short instead.
-        log.error("blob %s did not hash to its digest while sent; its file was removed", digest)
+        log.error("blob %s did not hash to its digest while sent; it was removed", large.digest)
         raise
 
 
@@ -245,15 +241,14 @@ async def readable_store(svc: Services, who: Principal, submit: JobSubmit) -> Bl
 
 
 async def free(svc: Services, digests: list[str]) -> None:
-    """Deletes the files of blobs whose rows were just deleted, unless they came back
+    """Deletes the bytes of blobs whose rows were just deleted, unless they came back
     meanwhile (an upload landing, a claim, a job)."""
     if not digests:
         return
     back = await svc.store.run(uploads.still_held, digests, time.time())
     for i, digest in enumerate(digests):
-        # The landing check and the unlink run in one step of the event loop.
-        if digest not in back and not svc.blobs.is_landing(digest):
-            svc.blobs.delete(digest)
+        if digest not in back:
+            await svc.blobs.delete_freed(digest)
         if i % 64 == 63:
             await asyncio.sleep(0)
 

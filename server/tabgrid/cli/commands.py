@@ -483,6 +483,25 @@ def _serve_parser(sub: Subparsers) -> None:
         help="let replicas of a unit go to different workers behind one client address "
         "(needed on one machine)",
     )
+    p.add_argument(
+        "--blobs",
+        choices=["files", "db"],
+        help="where blobs are kept: files under --data (one host) or db, in the PostgreSQL "
+        "database, for coordinators on several hosts (default: $TABGRID_BLOBS or files)",
+    )
+    p.add_argument(
+        "--trust-proxy",
+        metavar="ADDRS",
+        help="comma-separated addresses or networks of reverse proxies whose X-Forwarded-For "
+        "names the client (default: $TABGRID_TRUST_PROXY or none: the connection's address)",
+    )
+    p.add_argument(
+        "--sweep-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often leases past their deadline are released and idle workers retried "
+        "(default: 1)",
+    )
 
 
 def _worker_parser(sub: Subparsers) -> None:

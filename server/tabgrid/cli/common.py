@@ -54,8 +54,9 @@ def store_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
-    """Settings from TABGRID_* variables, then the command line; --data alone moves the db too."""
-    from tabgrid.settings import from_env, sqlite_url
+    """Settings from TABGRID_* variables, then the command line; --data alone moves the db too.
+    Raises CliError for settings that cannot work together."""
+    from tabgrid.settings import Settings, from_env, proxies, sqlite_url
 
     overrides: dict[str, object] = {}
     if args.data is not None:
@@ -70,7 +71,19 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.env
     if getattr(args, "allow_same_address", False):
         overrides["distinct_addresses"] = False
         overrides["trust_per_address"] = 0  # one machine's workers are separate witnesses
-    return from_env(**overrides)
+    if getattr(args, "blobs", None) is not None:
+        overrides["blobs"] = args.blobs
+    if getattr(args, "trust_proxy", None) is not None:
+        overrides["trust_proxy"] = proxies(args.trust_proxy)
+    if getattr(args, "sweep_interval", None) is not None:
+        overrides["sweep_interval_s"] = args.sweep_interval
+        # Each sweep renews this coordinator's row: the others wait ten of them.
+        least = Settings.coordinator_ttl_s
+        overrides["coordinator_ttl_s"] = max(least, 10 * args.sweep_interval)
+    try:
+        return from_env(**overrides)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def find_token(explicit: str | None, data_dir: Path, env: Mapping[str, str] = os.environ) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, and_, or_, select, update
 
 from tabgrid.store.leases import release_worker, replace_replicas
-from tabgrid.store.notify import announce
+from tabgrid.store.notify import announce, worker_changed
 from tabgrid.store.tables import Replica, Worker
 
 R = Replica.__table__  # type: ignore[attr-defined]
@@ -30,6 +30,7 @@ def ban(conn: Connection, worker_id: str, reason: str, now: float) -> Banned:
     discarded = _discard_unvalidated(conn, worker_id, now)
     if discarded:
         announce(conn)
+    worker_changed(conn, worker_id)  # the coordinator holding its connection closes it
     return Banned(released, discarded)
 
 
@@ -59,6 +60,11 @@ def unban(conn: Connection, worker_id: str) -> None:
 
 def set_draining(conn: Connection, worker_id: str, draining: bool) -> None:
     conn.execute(update(W).where(W.c.id == worker_id).values(draining=draining))
+    worker_changed(conn, worker_id)
+
+
+def ban_reason(conn: Connection, worker_id: str) -> str | None:
+    return conn.execute(select(W.c.ban_reason).where(W.c.id == worker_id)).scalar()
 
 
 def draining(conn: Connection, worker_id: str) -> bool:

@@ -6,7 +6,7 @@ import msgspec
 from sqlalchemy import Connection, select, update
 
 from tabgrid.protocol import Policy
-from tabgrid.store.notify import announce
+from tabgrid.store.notify import job_changed
 from tabgrid.store.tables import Job
 
 J = Job.__table__  # type: ignore[attr-defined]
@@ -22,8 +22,7 @@ def transition(conn: Connection, job_id: int, action: str, now: float) -> str | 
     if state != before:
         return f"job {job_id} is {state}; only a {before} job can be told to {action}"
     conn.execute(update(J).where(J.c.id == job_id).values(state=after, updated_at=now))
-    if after == "running":
-        announce(conn)
+    job_changed(conn, job_id, after)  # resumed: its units may be leased again
     return None
 
 

@@ -22,7 +22,7 @@ from tabgrid.protocol import (
 )
 from tabgrid.store import uploads
 from tabgrid.store.codec import dumps, loads_inputs, loads_outputs
-from tabgrid.store.notify import announce
+from tabgrid.store.notify import announce, job_changed
 from tabgrid.store.sql import insert_ignore
 from tabgrid.store.tables import BlobUse, Job, Replica, Unit
 
@@ -410,7 +410,24 @@ def cancel_job(conn: Connection, job_id: int, now: float) -> list[tuple[int, str
         .where(J.c.id == job_id, J.c.state.not_in(FINAL_JOB_STATES))
         .values(state="cancelled", open_units=0, updated_at=now, finished_at=now)
     )
+    job_changed(conn, job_id, "cancelled")  # other coordinators call back their workers' leases
     return leased
+
+
+def stale_leases(conn: Connection, lease_ids: list[int]) -> dict[int, str]:
+    """Of these leases (held by a coordinator's workers), those of a job cancelled or deleted
+    since, with why: the coordinator calls them back."""
+    stale: dict[int, str] = {}
+    for chunk in _chunks(lease_ids, 500):
+        q = select(R.c.id, J.c.state).select_from(R.outerjoin(J, J.c.id == R.c.job_id))
+        found = {lease: state for lease, state in conn.execute(q.where(R.c.id.in_(chunk)))}
+        for lease in chunk:
+            state = found.get(lease)
+            if lease not in found or state is None:
+                stale[lease] = "job deleted"
+            elif state == "cancelled":
+                stale[lease] = "job cancelled"
+    return stale
 
 
 def retire_job(conn: Connection, job_id: int) -> list[str]:
@@ -430,6 +447,7 @@ def retire_job(conn: Connection, job_id: int) -> list[str]:
     B = Blob.__table__  # type: ignore[attr-defined]
     for chunk in _chunks(free, 500):
         conn.execute(delete(B).where(B.c.digest.in_(chunk)))
+    job_changed(conn, job_id, "deleted")
     return free
 
 
@@ -442,7 +460,7 @@ def _still_used(conn: Connection, digests: list[str]) -> set[str]:
     return used
 
 
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+def _chunks[T](items: list[T], size: int) -> Iterable[list[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 

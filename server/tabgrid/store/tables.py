@@ -159,6 +159,27 @@ class Blob(SQLModel, table=True):
     data: bytes | None = None
 
 
+class BlobBody(SQLModel, table=True):
+    """A blob kept in the database (``--blobs db``, store/blob_parts.py): its size and number
+    of parts. Written in the transaction that writes its parts, so it exists only whole."""
+
+    __tablename__ = "blob_bodies"
+    digest: str = Field(primary_key=True)
+    size: int
+    parts: int
+    stored_at: float
+
+
+class BlobPart(SQLModel, table=True):
+    """One piece of a blob kept in the database, a few MiB, so that no statement moves a
+    whole blob of up to max_blob bytes."""
+
+    __tablename__ = "blob_parts"
+    digest: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    data: bytes
+
+
 class BlobUse(SQLModel, table=True):
     """Which jobs use a blob, so retiring a job frees exactly the blobs nothing else uses."""
 
@@ -213,6 +234,8 @@ class Disagreement(SQLModel, table=True):
 __all__ = [
     "AuditEntry",
     "Blob",
+    "BlobBody",
+    "BlobPart",
     "BlobUpload",
     "BlobUse",
     "Disagreement",
