@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from tabgrid.blobs import BlobStore
+from tabgrid.blobs import FileBlobStore
 from tabgrid.coordinator.scheduler import Scheduler
 from tabgrid.coordinator.telemetry import Telemetry
 from tabgrid.protocol import Ack, CoordinatorMessage, Error, ResultItem, Stats
@@ -54,7 +54,7 @@ def store(db_url: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def scheduler(store: Store, tmp_path) -> Scheduler:  # type: ignore[no-untyped-def]
-    return Scheduler(store, BlobStore(tmp_path / "blobs"), Settings(), Telemetry())
+    return Scheduler(store, FileBlobStore(tmp_path / "blobs"), Settings(), Telemetry())
 
 
 def send(scheduler: Scheduler, peer: FakePeer, *leases: int, value: str = "same") -> None:
