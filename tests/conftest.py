@@ -81,3 +81,13 @@ def empty_pg_url() -> Iterator[str]:
 def pg_url(empty_pg_url: str) -> str:
     """A PostgreSQL database at the newest schema revision."""
     return upgraded(empty_pg_url)
+
+
+@pytest.fixture
+def store(db_url: str):  # type: ignore[no-untyped-def]
+    """A Store on each backend (db_url), closed after the test."""
+    from tabgrid.store import Store
+
+    s = Store(db_url)
+    yield s
+    s.close()

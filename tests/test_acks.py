@@ -46,13 +46,6 @@ class FakePeer:
 
 
 @pytest.fixture
-def store(db_url: str):  # type: ignore[no-untyped-def]
-    s = Store(db_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def scheduler(store: Store, tmp_path) -> Scheduler:  # type: ignore[no-untyped-def]
     return Scheduler(store, FileBlobStore(tmp_path / "blobs"), Settings(), Telemetry())
 

@@ -26,13 +26,6 @@ COMPILE_ERROR = (
 
 
 @pytest.fixture
-def store(db_url: str):  # type: ignore[no-untyped-def]
-    s = Store(db_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def blobs(tmp_path):  # type: ignore[no-untyped-def]
     return FileBlobStore(tmp_path / "blobs")
 

@@ -46,13 +46,6 @@ def submit_checksum(store: Store, n: int, quorum: int = 2, tag: str = "") -> int
     return store.tx(jobs_q.create_job, None, spec, time.time())
 
 
-@pytest.fixture
-def store(db_url: str):  # type: ignore[no-untyped-def]
-    s = Store(db_url)
-    yield s
-    s.close()
-
-
 def test_a_deleted_newest_job_never_lends_its_id(store: Store) -> None:
     first = submit_checksum(store, 2)
     store.tx(jobs_q.retire_job, first)

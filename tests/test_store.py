@@ -19,13 +19,6 @@ from tabgrid.store import workers as workers_q
 KERNEL = SimpleNamespace(NAME="test", flops=lambda params, shapes: 2e9)
 
 
-@pytest.fixture
-def store(db_url: str):  # type: ignore[no-untyped-def]
-    s = Store(db_url)
-    yield s
-    s.close()
-
-
 def submit(store: Store, n: int, **policy) -> int:  # type: ignore[no-untyped-def]
     spec = JobSubmit(
         kernel="test", units=[UnitSpec(params={"i": i}) for i in range(n)], policy=Policy(**policy)

@@ -256,10 +256,9 @@ class Scheduler:
         """Renews this coordinator's row and releases the leases of coordinators gone silent
         (killed, cut off): their workers reconnect elsewhere and their units are leased again."""
         me, now, ttl = self.coordinator_id, time.time(), self.settings.coordinator_ttl_s
-        await self.store.run(coordinators_q.renew, me, now)
-        if not self.store.is_postgres:
-            return  # one coordinator: a restart's leases wait restart_grace_s (start)
-        n = await self.store.run(coordinators_q.release_gone, me, now, ttl)
+        # One coordinator on SQLite: a restart's leases wait restart_grace_s instead (start).
+        several = self.store.is_postgres
+        n = await self.store.run(coordinators_q.heartbeat, me, now, ttl if several else None)
         if n:
             log.warning("released %d leases of coordinators silent for %.0f s", n, ttl)
 

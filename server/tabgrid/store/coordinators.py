@@ -52,6 +52,13 @@ def release_gone(conn: Connection, me: str, now: float, ttl: float) -> int:
     return n
 
 
+def heartbeat(conn: Connection, me: str, now: float, ttl: float | None) -> int:
+    """A sweep's one transaction: renews this coordinator and, given ``ttl``, releases the
+    leases of coordinators silent that long; returns how many leases."""
+    renew(conn, me, now)
+    return release_gone(conn, me, now, ttl) if ttl is not None else 0
+
+
 def forget(conn: Connection, coordinator: str) -> None:
     """A coordinator that stops cleanly says so: its workers' leases were released already."""
     conn.execute(delete(C).where(C.c.id == coordinator))
@@ -59,9 +66,3 @@ def forget(conn: Connection, coordinator: str) -> None:
 
 def forget_others(conn: Connection, me: str) -> None:
     conn.execute(delete(C).where(C.c.id != me))
-
-
-def alive(conn: Connection, now: float, ttl: float) -> list[tuple[str, str, int, float]]:
-    """(id, host, pid, started_at) of the coordinators heard from within ``ttl``."""
-    q = select(C.c.id, C.c.host, C.c.pid, C.c.started_at).where(C.c.seen_at >= now - ttl)
-    return [tuple(r) for r in conn.execute(q.order_by(C.c.started_at))]  # type: ignore[misc]

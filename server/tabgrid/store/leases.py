@@ -9,6 +9,7 @@ import msgspec
 from sqlalchemy import (
     Connection,
     Float,
+    Insert,
     String,
     and_,
     bindparam,
@@ -65,35 +66,38 @@ _ISSUE = (
     )
     .returning(U.c.id, U.c.idx, U.c.params, U.c.inputs)
 )
-# One INSERT ... SELECT makes every replica of a claim, whatever the count.
-_REPLICATE = (
-    insert(R)
-    .from_select(
-        [
-            "unit_id",
-            "job_id",
-            "worker_id",
-            "client_addr",
-            "coordinator",
-            "state",
-            "deadline",
-            "created_at",
-        ],
-        select(
-            U.c.id,
-            U.c.job_id,
-            bindparam("worker", type_=String),
-            bindparam("addr", type_=String),
-            bindparam("coordinator", type_=String),
-            literal("leased", String),
-            bindparam("deadline", type_=Float),
-            bindparam("now", type_=Float),
-        )
-        .where(U.c.id.in_(bindparam("ids", expanding=True)))
-        .order_by(U.c.id),
-    )
-    .returning(R.c.id, R.c.unit_id)
-)
+
+
+def replicate(spot_check: bool) -> Insert:
+    """One INSERT ... SELECT that makes every replica of a claim, whatever the count: units
+    ``ids`` leased to ``worker`` at ``addr`` by ``coordinator`` until ``deadline``."""
+    columns = [
+        "unit_id",
+        "job_id",
+        "worker_id",
+        "client_addr",
+        "coordinator",
+        "state",
+        "deadline",
+        "created_at",
+        "spot_check",
+    ]
+    values = [
+        U.c.id,
+        U.c.job_id,
+        bindparam("worker", type_=String),
+        bindparam("addr", type_=String),
+        bindparam("coordinator", type_=String),
+        literal("leased", String),
+        bindparam("deadline", type_=Float),
+        bindparam("now", type_=Float),
+        literal(spot_check),
+    ]
+    units = select(*values).where(U.c.id.in_(bindparam("ids", expanding=True))).order_by(U.c.id)
+    return insert(R).from_select(columns, units).returning(R.c.id, R.c.unit_id)
+
+
+_REPLICATE = replicate(spot_check=False)
 _START = (
     update(J).where(J.c.id == bindparam("job")).values(started_at=bindparam("now", type_=Float))
 )

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import msgspec
-from sqlalchemy import Connection, bindparam, case, func, insert, literal, select, text, update
+from sqlalchemy import Connection, bindparam, case, func, select, text, update
 
 from tabgrid.protocol import Policy
-from tabgrid.store.leases import Claimed, Taker, claimed
+from tabgrid.store.leases import Claimed, Taker, claimed, replicate
 from tabgrid.store.sql import NO_ANTI_JOIN
 from tabgrid.store.tables import Job, Replica, Unit, Worker
 
@@ -62,36 +62,7 @@ LIMIT :n
 _KNOWN_SQLITE = text(_KNOWN_UNITS.format(fence=""))
 _KNOWN_PG = text(_KNOWN_UNITS.format(fence=NO_ANTI_JOIN))  # sql.NO_ANTI_JOIN: why
 _ID_RANGE = select(func.min(U.c.id), func.max(U.c.id)).where(U.c.job_id == bindparam("job"))
-_CHECK_REPLICAS = (
-    insert(R)
-    .from_select(
-        [
-            "unit_id",
-            "job_id",
-            "worker_id",
-            "client_addr",
-            "coordinator",
-            "state",
-            "deadline",
-            "created_at",
-            "spot_check",
-        ],
-        select(
-            U.c.id,
-            U.c.job_id,
-            bindparam("worker"),
-            bindparam("addr"),
-            bindparam("coordinator"),
-            literal("leased"),
-            bindparam("deadline"),
-            bindparam("now"),
-            literal(True),
-        )
-        .where(U.c.id.in_(bindparam("ids", expanding=True)))
-        .order_by(U.c.id),
-    )
-    .returning(R.c.id, R.c.unit_id)
-)
+_CHECK_REPLICAS = replicate(spot_check=True)
 _UNIT_SPECS = select(U.c.id, U.c.idx, U.c.params, U.c.inputs).where(
     U.c.id.in_(bindparam("ids", expanding=True))
 )
