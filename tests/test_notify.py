@@ -19,6 +19,7 @@ from tabgrid.settings import Settings
 from tabgrid.store import Store, bans, job_controls
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import leases as leases_q
+from tabgrid.store import units as units_q
 from tabgrid.store import workers as workers_q
 from tabgrid.store.notify import RESYNC, WORK, Event, listen, parse, send
 
@@ -62,6 +63,13 @@ def test_an_oversized_event_is_refused_before_it_is_sent() -> None:
 def _submit(store: Store, n: int) -> int:
     spec = JobSubmit(kernel="checksum", units=[UnitSpec(params={"i": i}) for i in range(n)])
     return store.tx(jobs_q.create_job, None, spec, time.time())
+
+
+def _fail(conn: Any, job: int) -> None:
+    """What the validator does to a job whose shader does not compile."""
+    now = time.time()
+    _, n = units_q.fail_open_units(conn, job, "the shader does not compile", [], now)
+    leases_q.finish_units(conn, job, 0, n, now)
 
 
 def _worker(store: Store, name: str) -> str:
@@ -109,6 +117,8 @@ def test_each_change_is_heard_with_what_it_was(pg_url: str) -> None:
             assert await heard.next() == Event("job", job=job, state="running")
             await store.run(bans.ban, w, "cheats", time.time())
             assert await heard.next() == Event("worker", worker=w)
+            await store.run(_fail, job)
+            assert await heard.next() == Event("job", job=job, state="failed")
             await store.run(jobs_q.cancel_job, job, time.time())
             assert await heard.next() == Event("job", job=job, state="cancelled")
             await store.run(jobs_q.retire_job, job)
@@ -202,7 +212,7 @@ def test_a_drain_heard_twice_tells_the_worker_once(store: Store, scheduler: Sche
     assert not peer.draining and peer.closed == []
 
 
-@pytest.mark.parametrize("how", ["cancelled", "deleted"])
+@pytest.mark.parametrize("how", ["cancelled", "deleted", "failed"])
 def test_a_cancel_heard_calls_back_that_jobs_leases_once(
     store: Store, scheduler: Scheduler, how: str
 ) -> None:
@@ -211,7 +221,10 @@ def test_a_cancel_heard_calls_back_that_jobs_leases_once(
     theirs = _lease(store, scheduler, peer, 2)
     _submit(store, 1)
     mine = _lease(store, scheduler, peer, 1)
-    store.tx(jobs_q.cancel_job, doomed, time.time())
+    if how == "failed":
+        store.tx(_fail, doomed)  # on another coordinator: this one's workers were not told
+    else:
+        store.tx(jobs_q.cancel_job, doomed, time.time())
     if how == "deleted":
         store.tx(jobs_q.retire_job, doomed)
     forgotten: list[int] = []

@@ -26,7 +26,7 @@ async def dispatch(scheduler: Scheduler, event: Event) -> None:
         match event.kind:
             case "work":
                 scheduler.poke()
-            case "job" if event.state in ("cancelled", "deleted"):
+            case "job" if event.state in ("cancelled", "deleted", "failed"):
                 await _call_back(scheduler)
                 if event.state == "deleted" and event.job is not None:
                     scheduler.forget_job(event.job)  # what this coordinator kept of it
@@ -61,7 +61,8 @@ async def _apply_flags(scheduler: Scheduler, worker_ids: list[str]) -> None:
 
 
 async def _call_back(scheduler: Scheduler) -> None:
-    """Leases held here whose job was cancelled or deleted are called back from their workers."""
+    """Leases held here whose job was cancelled, deleted or failed are called back from their
+    workers."""
     held = {lease: wid for wid, peer in scheduler.peers.items() for lease in peer.leases}
     if not held:
         return

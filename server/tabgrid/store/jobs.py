@@ -415,8 +415,8 @@ def cancel_job(conn: Connection, job_id: int, now: float) -> list[tuple[int, str
 
 
 def stale_leases(conn: Connection, lease_ids: list[int]) -> dict[int, str]:
-    """Of these leases (held by a coordinator's workers), those of a job cancelled or deleted
-    since, with why: the coordinator calls them back."""
+    """Of these leases (held by a coordinator's workers), those of a job cancelled, deleted or
+    failed since, with why: the coordinator calls them back."""
     stale: dict[int, str] = {}
     for chunk in _chunks(lease_ids, 500):
         q = select(R.c.id, J.c.state).select_from(R.outerjoin(J, J.c.id == R.c.job_id))
@@ -427,6 +427,8 @@ def stale_leases(conn: Connection, lease_ids: list[int]) -> dict[int, str]:
                 stale[lease] = "job deleted"
             elif state == "cancelled":
                 stale[lease] = "job cancelled"
+            elif state == "failed":
+                stale[lease] = "job failed"
     return stale
 
 

@@ -7,7 +7,8 @@ reconnecting, when it looks at everything (RESYNC). Kinds:
 
 - work: units may be leasable (a job submitted or resumed, a lease released, a replica
   wanted): idle workers try again;
-- job: a job was cancelled, deleted, paused or resumed (``job``, ``state``);
+- job: a job was cancelled, deleted, failed (its shader does not compile), paused or resumed
+  (``job``, ``state``);
 - worker: an operator banned, drained or undrained a worker (``worker``): the coordinator
   that holds its connection reads its flags again.
 
@@ -29,7 +30,7 @@ CHANNEL = "tabgrid_work"
 MAX_PAYLOAD = 512  # bytes; PostgreSQL takes up to 8000, an event needs far fewer
 
 Kind = Literal["work", "job", "worker", "resync"]
-JobChange = Literal["cancelled", "deleted", "paused", "running"]
+JobChange = Literal["cancelled", "deleted", "failed", "paused", "running"]
 
 
 class Event(msgspec.Struct, frozen=True, omit_defaults=True):

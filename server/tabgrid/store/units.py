@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, select, update
 
 from tabgrid.protocol import Policy
+from tabgrid.store.notify import job_changed
 from tabgrid.store.tables import Replica, Unit
 
 U = Unit.__table__  # type: ignore[attr-defined]
@@ -165,4 +166,6 @@ def fail_open_units(
         .where(*where)
         .values(state="failed", want=0, inflight=0, error=reason[:2000], updated_at=now)
     ).rowcount
+    # Workers of other coordinators hold leases of it too: theirs call them back.
+    job_changed(conn, job_id, "failed")
     return leased, n
