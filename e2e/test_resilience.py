@@ -93,3 +93,88 @@ def test_a_second_tab_of_one_browser_stands_by_and_takes_over(browser: Browser, 
         assert second.worker_id == identity
     finally:
         context.close()
+
+
+# SAXPY that first spins `k` times, so that a unit takes seconds on SwiftShader: long enough to
+# stop the coordinator while a tab computes it. The spin cannot be optimised away (its result
+# decides a term that is 0 unless the spin lands on one value of 2^32).
+SPIN = 6_000_000  # about 3 s a unit on SwiftShader here (2,000,000 took 0.9-1.0 s)
+SLOW_SAXPY = SAXPY.replace("    a: f32,\n", "    a: f32,\n    k: u32,\n").replace(
+    "        out[i] = p.a * x[i] + y[i];",
+    "        var s = i;\n"
+    "        for (var j = 0u; j < p.k; j++) { s = s * 1664525u + 1013904223u; }\n"
+    "        out[i] = p.a * x[i] + y[i] + select(0.0, 1.0, s == 0x2545f491u);",
+)
+SLOW_MANIFEST = SAXPY_MANIFEST | {
+    "bindings": [
+        *SAXPY_MANIFEST["bindings"][:3],
+        {
+            "binding": 3,
+            "uniform": [
+                {"name": "a", "type": "f32"},
+                {"name": "k", "type": "u32"},
+                {"name": "n", "type": "u32"},
+            ],
+        },
+    ]
+}
+
+
+def test_results_a_killed_coordinator_never_recorded_are_sent_again_and_count_once(
+    site: Site, fleet: list[Volunteer]
+) -> None:
+    """Two tabs compute while their coordinator is stopped, so their results reach a process
+    that never records them; it is killed and started again, the tabs reconnect and send them
+    again, and each counts once: no unit computed twice, none lost."""
+    tabs, idle = fleet[:2], fleet[2]
+    idle.page.locator("#pause").click()  # the units go to these two tabs alone
+    idle.wait_state("paused")
+    try:
+        n, units = 64, 1  # a tab holds one lease at a time
+        x = np.arange(n, dtype=np.float32)
+        y = np.full(n, 0.25, dtype=np.float32)
+        params = {"shader": SLOW_SAXPY, "manifest": SLOW_MANIFEST, "a": 3.0, "k": SPIN}
+        spec = [{"params": {"n": n}, "inputs": {"x": x, "y": y}} for _ in range(units)]
+        with site.client() as client:
+            job = client.submit("wgsl", spec, params=params, policy={"quorum": 2}).id
+
+        def rows() -> list[tuple]:
+            return site.query("SELECT worker_id, state FROM replicas WHERE job_id = ?", job)
+
+        def held(state: str) -> bool:
+            return sorted(rows()) == sorted(
+                (t.worker_id, state) for t in tabs for _ in range(units)
+            )
+
+        def story() -> str:
+            logs = "\n".join(f"{t.name}: {t.text('#log')[-600:]}" for t in tabs)
+            return f"replicas {rows()}; tabs {[t.worker_id for t in tabs]}\n{logs}"
+
+        wait_until("each tab to hold a replica of the unit", lambda: held("leased"))
+        done = [int(t.text("#units-done")) for t in tabs]
+        site.coordinator.pause()
+        try:
+            for t, before in zip(tabs, done, strict=True):
+                wait_until(
+                    f"{t.name} to compute its unit meanwhile",
+                    lambda t=t, before=before: int(t.text("#units-done")) >= before + units,
+                    timeout=120,
+                )
+        finally:
+            site.coordinator.kill()
+            site.coordinator.start()
+        assert held("leased"), f"the stopped coordinator recorded nothing: {story()}"
+        with site.client() as client:
+            assert client.wait(job, progress=False, timeout=120).state == "done", story()
+            results = client.results(job)
+        assert held("valid"), f"each result counted once, none computed again: {story()}"
+        for outputs in results.values():
+            np.testing.assert_array_equal(outputs["out"], 3.0 * x + y)
+        for t, before in zip(tabs, done, strict=True):
+            again = f"sending {units} unacknowledged results again"
+            assert again in t.text("#log"), story()
+            assert int(t.text("#units-done")) == before + units, f"computed twice: {story()}"
+    finally:
+        idle.page.locator("#resume").click()
+    for t in fleet:
+        t.wait_state(*STARTED)

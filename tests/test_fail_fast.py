@@ -82,10 +82,18 @@ def test_two_workers_reporting_a_compile_error_fail_the_unit_and_its_job_at_once
             + COMPILE_ERROR
         )
     assert sorted(out.cancelled) == sorted((h.lease, c) for h in held)
-    # The third worker's late results change nothing.
-    late = ResultItem(lease=held[0].lease, error="late")
-    store.tx(v.record, [Incoming(c, late)], time.time())
+    # The third worker's late results change nothing, nor count against it: its leases were
+    # called back (a blob GET it made meanwhile was refused, say).
+    late = ResultItem(lease=held[0].lease, error="GET blob 1234: HTTP 403")
+    out = store.tx(v.record, [Incoming(c, late)], time.time())
     assert status(store, job).counts.failed == 3
+    assert out.errors == 0 and c not in out.stats
+    rows = store.tx(
+        lambda conn: conn.exec_driver_sql(
+            f"SELECT state, error FROM replicas WHERE id = {held[0].lease:d}"
+        ).all()
+    )
+    assert [tuple(r) for r in rows] == [("released", None)]
 
 
 def test_one_lying_worker_cannot_fail_a_unit(store: Store, blobs: BlobStore) -> None:

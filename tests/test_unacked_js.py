@@ -17,8 +17,9 @@ TAB = Path(__file__).resolve().parent / "js" / "tab_resends.mjs"
 # Pyodide as runtime.js loads it, reduced to a checksum kernel that counts its runs.
 FAKE_PYODIDE = """
 const browser = {
-  run(kernel, params, inputs) {
+  async run(kernel, params, inputs) {
     globalThis.__runs.push(kernel);
+    await globalThis.__hold; // a test may hold the unit computing
     const data = new Uint8Array([1, 2, 3, 4]);
     return { outputs: [{ name: 'digest', dtype: 'uint8', shape: [4], data }], ms: 1 };
   },
@@ -88,4 +89,6 @@ def test_the_tab_sends_unacknowledged_results_again_after_a_reconnect(tmp_path: 
     assert out["resent"] == [7] and out["sameResult"] is True
     assert out["afterAck"] == ["hello", "ready"], "an acknowledged result is forgotten"
     assert out["runs"] == 1, "the unit was computed once"
+    assert out["afterCallBack"] == ["hello", "ready", "ready"], "no result for a called-back unit"
+    assert any("unit 108 of job 1 was called back" in line for line in out["logs"])
     assert any("sending 1 unacknowledged results again" in line for line in out["logs"])

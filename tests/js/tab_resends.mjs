@@ -1,6 +1,7 @@
 // The browser worker (worker_js/src/worker.js) under Node, with a fake WebSocket and a fake
 // Pyodide: it sends a result, loses the connection, sends the result again first thing after
-// the next welcome without computing it again, and forgets it once acknowledged.
+// the next welcome without computing it again, and forgets it once acknowledged; a unit called
+// back while it computes gives no result.
 //   node tab_resends.mjs WORKER_JS_URL FAKE_PYODIDE_DIR_URL    (prints a JSON summary)
 
 const [workerURL, indexURL] = process.argv.slice(2);
@@ -94,6 +95,18 @@ third.deliver(welcome);
 await until('a ready', () => kinds(third).includes('ready'));
 out.afterAck = kinds(third);
 out.runs = runs.length;
+
+let finish;
+globalThis.__hold = new Promise((resolve) => {
+  finish = resolve;
+});
+third.deliver({ type: 'lease', leases: [{ ...lease, lease: 8, unit: 108 }] });
+await until('the second unit computing', () => runs.length === 2);
+third.deliver({ type: 'cancel', leases: [8], reason: 'job failed' });
+finish();
+await until('its end logged', () => posted.some((m) => m.type === 'log' && m.text.includes('called back')));
+await until('a ready after it', () => kinds(third).filter((k) => k === 'ready').length === 2);
+out.afterCallBack = kinds(third);
 out.logs = posted.filter((m) => m.type === 'log').map((m) => m.text);
 self.onmessage({ data: { type: 'stop' } });
 console.log(JSON.stringify(out));

@@ -157,6 +157,9 @@ class VolunteerWorker {
         break;
       case 'cancel': {
         const dropped = new Set(msg.leases);
+        // The unit computing now finishes (a GPU dispatch cannot be stopped), and its result
+        // is dropped: the coordinator no longer wants it.
+        if (this.running && dropped.has(this.running.lease)) this.running.calledBack = true;
         this.queue = this.queue.filter((l) => !dropped.has(l.lease));
         this.finished = this.finished.filter((f) => !dropped.has(f.item.lease));
         this.unacked.forget(dropped);
@@ -266,6 +269,10 @@ class VolunteerWorker {
       log('warn', `unit ${lease.unit} of job ${lease.job}: ${text}`);
     } finally {
       this.running = null;
+    }
+    if (lease.calledBack) {
+      log('info', `unit ${lease.unit} of job ${lease.job} was called back: its result is dropped`);
+      return;
     }
     this.counts.done += 1;
     this.finished.push({ workerId: this.identity.workerId, item });

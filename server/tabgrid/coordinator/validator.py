@@ -421,6 +421,11 @@ class _Round:
         self, inc: Incoming, rep: Held, units: dict[int, UnitRow], tallies: dict, conn: Connection
     ) -> dict:
         u = units[rep.unit_id]
+        row = {"b_id": rep.id, "elapsed_ms": inc.item.elapsed_ms, "outputs": None}
+        if rep.state == "released" and u.final and inc.item.error is not None:
+            # Called back (its job failed or was cancelled) while it ran: the error is the call
+            # back's (a blob no longer served, say), not the worker's. Nothing counts.
+            return row | {"state": "released", "error": None}
         if rep.state == "leased" and not u.final:
             u.inflight = max(0, u.inflight - 1)
         elif rep.state == "released" and not u.final and u.want > 0:
@@ -429,7 +434,6 @@ class _Round:
         tally = tallies.setdefault(inc.worker, Tally())
         tally.results += 1
         error = self._error_of(inc.item)
-        row = {"b_id": rep.id, "elapsed_ms": inc.item.elapsed_ms, "outputs": None}
         if error is not None:
             tally.errors += 1
             tally.events.append(False)
