@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table, text
+from sqlalchemy import Connection, Dialect, Table, TextClause, text
 from sqlalchemy.sql.dml import UpdateBase
 
 Rows = Sequence[dict[str, Any]]
@@ -76,7 +76,7 @@ WHERE u.job_id = :job AND u.want > 0
   AND NOT EXISTS (
     SELECT 1 FROM replicas r
     WHERE r.unit_id = u.id AND r.state <> 'released'
-      AND (r.worker_id = :worker OR (:distinct AND r.client_addr = :addr))
+      AND (r.worker_id = :worker OR ({distinct} AND r.client_addr = :addr))
     {fence}
   )
 ORDER BY u.id
@@ -87,8 +87,29 @@ LIMIT :n
 # against 0.7 ms for a look at each candidate's replicas through replicas_unit.
 NO_ANTI_JOIN = "OFFSET 0"
 
-_CLAIM_SQLITE = text(_CLAIM.format(fence=""))
-_CLAIM_PG = text(_CLAIM.format(fence=NO_ANTI_JOIN) + " FOR UPDATE OF u SKIP LOCKED")
+# A bound false would fold the OR into r.worker_id = :worker, and PostgreSQL would intersect
+# replicas_unit with every replica the worker ever had (replicas_worker_state), per candidate.
+# A sub-select is not folded.
+OPAQUE_DISTINCT = "(SELECT CAST(:distinct AS BOOLEAN))"
+
+_CLAIM_SQLITE = text(_CLAIM.format(fence="", distinct=":distinct"))
+_CLAIM_PG = text(
+    _CLAIM.format(fence=NO_ANTI_JOIN, distinct=OPAQUE_DISTINCT) + " FOR UPDATE OF u SKIP LOCKED"
+)
+
+
+def in_id_order(conn: Connection, stmt: TextClause, params: dict[str, Any]) -> list[int]:
+    """Runs a claim (NOT EXISTS, ORDER BY u.id, LIMIT) walking its index in order, stopping at
+    the limit. A job's units arrive long before autovacuum analyzes them, and on statistics
+    that guess a few rows PostgreSQL prefers a bitmap scan that looks at the replicas of every
+    leasable unit of the job, then sorts them: 400 ms a claim at 10,000 units, not 0.5 ms."""
+    if conn.dialect.name != "postgresql":
+        return list(conn.execute(stmt, params).scalars())
+    conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+    try:
+        return list(conn.execute(stmt, params).scalars())
+    finally:
+        conn.exec_driver_sql("RESET enable_bitmapscan")
 
 
 def claim_unit_ids(
@@ -96,4 +117,4 @@ def claim_unit_ids(
 ) -> list[int]:
     stmt = _CLAIM_PG if conn.dialect.name == "postgresql" else _CLAIM_SQLITE
     params = {"job": job, "worker": worker, "addr": addr, "distinct": distinct, "n": n}
-    return list(conn.execute(stmt, params).scalars())
+    return in_id_order(conn, stmt, params)

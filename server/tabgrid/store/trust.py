@@ -10,7 +10,7 @@ from sqlalchemy import Connection, bindparam, case, func, select, text, update
 
 from tabgrid.protocol import Policy
 from tabgrid.store.leases import Claimed, Taker, claimed, replicate
-from tabgrid.store.sql import NO_ANTI_JOIN
+from tabgrid.store.sql import NO_ANTI_JOIN, OPAQUE_DISTINCT, in_id_order
 from tabgrid.store.tables import Job, Replica, Unit, Worker
 
 U = Unit.__table__  # type: ignore[attr-defined]
@@ -53,14 +53,15 @@ WHERE u.job_id = :job AND u.state = 'done' AND u.accepted_by IN ('reference', 'v
       'credibility') AND u.id >= :start
   AND NOT EXISTS (
     SELECT 1 FROM replicas r
-    WHERE r.unit_id = u.id AND (r.worker_id = :worker OR (:distinct AND r.client_addr = :addr))
+    WHERE r.unit_id = u.id AND (r.worker_id = :worker OR ({distinct} AND r.client_addr = :addr))
     {fence}
   )
 ORDER BY u.id
 LIMIT :n
 """
-_KNOWN_SQLITE = text(_KNOWN_UNITS.format(fence=""))
-_KNOWN_PG = text(_KNOWN_UNITS.format(fence=NO_ANTI_JOIN))  # sql.NO_ANTI_JOIN: why
+_KNOWN_SQLITE = text(_KNOWN_UNITS.format(fence="", distinct=":distinct"))
+# sql.NO_ANTI_JOIN, sql.OPAQUE_DISTINCT and sql.in_id_order: why
+_KNOWN_PG = text(_KNOWN_UNITS.format(fence=NO_ANTI_JOIN, distinct=OPAQUE_DISTINCT))
 _ID_RANGE = select(func.min(U.c.id), func.max(U.c.id)).where(U.c.job_id == bindparam("job"))
 _CHECK_REPLICAS = replicate(spot_check=True)
 _UNIT_SPECS = select(U.c.id, U.c.idx, U.c.params, U.c.inputs).where(
@@ -99,9 +100,9 @@ def claim_checks(
     start = lo + int((hi - lo) * start_fraction)
     params = {"job": job_id, "worker": worker, "addr": addr, "distinct": distinct, "n": n}
     known = _KNOWN_PG if conn.dialect.name == "postgresql" else _KNOWN_SQLITE
-    ids = list(conn.execute(known, params | {"start": start}).scalars())
+    ids = in_id_order(conn, known, params | {"start": start})
     if len(ids) < n and start > lo:
-        more = conn.execute(known, params | {"start": lo, "n": n - len(ids)}).scalars()
+        more = in_id_order(conn, known, params | {"start": lo, "n": n - len(ids)})
         ids = sorted(set(ids) | set(more))
     if not ids:
         return []
