@@ -338,6 +338,7 @@ class Scheduler:
         for claimed in res.claims.values():
             for c in claimed:
                 self.validator.context(conn, c.job)
+        leases_q.finish_jobs(conn, outcome.ended, now)  # last: the jobs' rows lock until commit
         return res
 
     def _plan_spot_checks(
@@ -427,7 +428,7 @@ class Scheduler:
             return Outcome()
         try:
             with conn.begin_nested():
-                return self.validator.record(conn, batch, now, banned)
+                return self.validator.record(conn, batch, now, banned, defer_jobs=True)
         except Exception:  # noqa: BLE001 - isolated below, worker by worker
             log.warning("a batch of %d results failed; recording them worker by worker", len(batch))
         outcome = Outcome()
@@ -437,7 +438,7 @@ class Scheduler:
         for worker, items in by_worker.items():
             try:
                 with conn.begin_nested():
-                    outcome.merge(self.validator.record(conn, items, now, banned))
+                    outcome.merge(self.validator.record(conn, items, now, banned, defer_jobs=True))
             except Exception as e:  # noqa: BLE001 - the sender's results are refused
                 log.warning("results of worker %s could not be recorded: %r", worker[:8], e)
                 why = f"results that could not be recorded ({type(e).__name__})"

@@ -34,7 +34,7 @@ from tabgrid.store import results as results_q
 from tabgrid.store import trust as trust_q
 from tabgrid.store import units as units_q
 from tabgrid.store.codec import dumps, loads, loads_inputs, loads_outputs, strip_data
-from tabgrid.store.leases import finish_units, load_units_and_specs, save_units
+from tabgrid.store.leases import Ended, finish_units, load_units_and_specs, save_units
 from tabgrid.store.results import Held
 from tabgrid.store.standing import Tally
 from tabgrid.store.units import UnitRow
@@ -89,6 +89,8 @@ class Outcome:
     caught: dict[str, str] = field(default_factory=dict)
     reopened: int = 0  # accepted units whose acceptance rested on a caught worker
     duplicates: int = 0  # results for replicas that had theirs already: ignored
+    # Units that ended, by job, when the caller folds them into the jobs (record's defer_jobs).
+    ended: Ended = field(default_factory=dict)
 
     def merge(self, other: Outcome) -> None:
         """Adds a later part of the same tick (each worker's stats are read after its part)."""
@@ -105,6 +107,10 @@ class Outcome:
         self.caught |= other.caught
         self.reopened += other.reopened
         self.duplicates += other.duplicates
+        for job, (done, failed) in other.ended.items():
+            mine = self.ended.setdefault(job, [0, 0])
+            mine[0] += done
+            mine[1] += failed
 
 
 ContextLoader = Callable[[Connection, int], JobContext]
@@ -150,11 +156,14 @@ class Validator:
         batch: list[Incoming],
         now: float,
         banned: frozenset[str] = frozenset(),
+        defer_jobs: bool = False,
     ) -> Outcome:
         """Records a batch of results in the caller's transaction. Inline outputs must have
         been checked against their digests. Results of ``banned`` workers are refused: a ban
-        may have come through another coordinator, or while they were in flight."""
-        return _Round(self, conn, now).record(batch, banned)
+        may have come through another coordinator, or while they were in flight. With
+        ``defer_jobs`` the units that ended are left in ``Outcome.ended`` for the caller to fold
+        into their jobs (store.leases.finish_jobs) before it commits."""
+        return _Round(self, conn, now).record(batch, banned, defer_jobs)
 
     def reconsider(self, conn: Connection, unit_ids: list[int], now: float) -> Outcome:
         return _Round(self, conn, now).reconsider(unit_ids)
@@ -268,8 +277,9 @@ class _Round:
         self._claims: dict[int, list[tuple[str, str]]] = {}
         self._failed_jobs: dict[int, str] = {}  # job -> why, when a shader error fails it
 
-    def record(self, batch: list[Incoming], banned: frozenset[str]) -> Outcome:
+    def record(self, batch: list[Incoming], banned: frozenset[str], defer_jobs: bool) -> Outcome:
         conn, now, out = self._conn, self._now, self._outcome
+        ended = out.ended if defer_jobs else None
         self._inline = {
             o.digest: o.data
             for inc in batch
@@ -313,11 +323,13 @@ class _Round:
         for u in units.values():
             if u.job_id in self._failed_jobs:
                 u.fail_now(self._failed_jobs[u.job_id])
-        save_units(conn, list(units.values()), now)
+        save_units(conn, list(units.values()), now, ended)
         for job_id, why in self._failed_jobs.items():
             mine = [u.id for u in units.values() if u.job_id == job_id]
             leased, n = units_q.fail_open_units(conn, job_id, why, mine, now)
-            if n:
+            if n and ended is not None:
+                ended.setdefault(job_id, [0, 0])[1] += n
+            elif n:
                 finish_units(conn, job_id, 0, n, now)
             out.cancelled += leased
         if self._caught:

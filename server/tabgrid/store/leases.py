@@ -299,12 +299,22 @@ def load_units_and_specs(
     return out, specs
 
 
-def save_units(conn: Connection, units: list[UnitRow], now: float) -> None:
-    """Writes the units back, and folds the ones that just ended into their job's counters."""
+# Units that just ended, by job: [done, failed].
+Ended = dict[int, list[int]]
+
+
+def save_units(
+    conn: Connection, units: list[UnitRow], now: float, ended: Ended | None = None
+) -> None:
+    """Writes the units back, and folds the ones that just ended into their job's counters; or,
+    given ``ended``, adds them there for the caller to fold in just before it commits
+    (finish_jobs): on PostgreSQL the job's row is then locked for the commit alone, not for
+    the rest of a tick, which every coordinator's ticks on that job would queue behind."""
     if not units:
         return
     _SAVE.run(conn, [{"b_id": u.id, **u.values(now)} for u in units])
-    ended: dict[int, list[int]] = {}
+    deferred = ended is not None
+    ended = ended if ended is not None else {}
     reopened: dict[int, int] = {}
     for u in units:
         if u.state in ("done", "failed") and u.loaded_state not in FINAL:
@@ -313,8 +323,17 @@ def save_units(conn: Connection, units: list[UnitRow], now: float) -> None:
             reopened[u.job_id] = reopened.get(u.job_id, 0) + 1
     for job_id, n in reopened.items():
         conn.execute(_REOPEN, {"job": job_id, "n": n, "now": now})
-    for job_id, (done, failed) in ended.items():
-        finish_units(conn, job_id, done, failed, now)
+    if not deferred:
+        finish_jobs(conn, ended, now)
+
+
+def finish_jobs(conn: Connection, ended: Ended, now: float) -> None:
+    """Folds the units that ended into their jobs' counters, in job order (as every
+    transaction locks them: no deadlock)."""
+    for job_id in sorted(ended):
+        done, failed = ended[job_id]
+        if done or failed:
+            finish_units(conn, job_id, done, failed, now)
 
 
 def finish_units(conn: Connection, job_id: int, done: int, failed: int, now: float) -> None:
