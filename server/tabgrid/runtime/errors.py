@@ -20,7 +20,7 @@ class ShaderError(KernelError):
     WGSL compilation and pipeline validation are specified by WebGPU: every conforming GPU
     gives the same verdict, so retrying elsewhere cannot help. Workers report it with
     ``error_kind = DETERMINISTIC``; the coordinator does not take a worker's word for it
-    (coordinator/validator.py)."""
+    (coordinator/recording.py)."""
 
     kind = DETERMINISTIC
 

@@ -1,5 +1,6 @@
 """The statements of the result path: the replicas results name, the results a unit's verdict
-reads, verdicts and returned results written in bulk. Policy lives in coordinator.validator."""
+reads, verdicts and returned results written in bulk. Policy lives in coordinator.recording
+and .verdicts."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The statements of trust: workers' evidence, spot-check leases, and backtracking (taking back
-every result of a caught saboteur). Policy lives in coordinator.validator and .credibility."""
+every result of a caught saboteur). Policy lives in coordinator.verdicts, .recording and
+.credibility."""
 
 from __future__ import annotations
 

@@ -118,7 +118,7 @@ class UnitRow:
         }
 
 
-# ---- deterministic failures (coordinator/validator.py decides; these are its statements) ----
+# ---- deterministic failures (coordinator/recording.py decides; these are its statements) ----
 
 
 def reported_errors(conn: Connection, unit_ids: Iterable[int]) -> dict[int, list[tuple[str, str]]]:

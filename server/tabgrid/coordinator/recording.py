@@ -1,0 +1,311 @@
+"""One batch of results recorded in the caller's transaction: which results count, each
+replica's row, errors (a shader's confirmed before it fails anything), the verdicts
+(verdicts.py), credit, and backtracking when a spot-check caught a worker."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from math import prod
+
+from sqlalchemy import Connection
+
+from tabgrid.blobs import BlobStore
+from tabgrid.coordinator import credibility as cred
+from tabgrid.coordinator.batch import Batch, Incoming, Outcome, OutputBytes
+from tabgrid.coordinator.disagreement_feed import Feed
+from tabgrid.coordinator.job_context import JobContext
+from tabgrid.coordinator.verdicts import Reference, Verdicts
+from tabgrid.protocol import ResultItem
+from tabgrid.runtime.array import ITEMSIZE
+from tabgrid.runtime.errors import DETERMINISTIC
+from tabgrid.store import bans, disagreements, standing
+from tabgrid.store import results as results_q
+from tabgrid.store import trust as trust_q
+from tabgrid.store import units as units_q
+from tabgrid.store.codec import dumps, strip_data
+from tabgrid.store.leases import finish_units, load_units_and_specs, save_units
+from tabgrid.store.results import Held
+from tabgrid.store.standing import Tally
+from tabgrid.store.units import UnitRow
+
+MAX_ERROR_TEXT = 2000
+# How a worker's shader error reads (worker/results.py, runtime/browser.py: the exception's
+# class name first): a stored error result that claimed to be deterministic.
+SHADER_ERROR_PREFIX = "ShaderError: "
+# Distinct workers that must report a deterministic error before it fails a unit: one worker's
+# word could fail anyone's unit; two are two distinct client addresses by default.
+CONFIRMATIONS = 2
+ARRIVAL_STEP_S = 1e-6  # between the returned_at of consecutive results of one tick
+
+
+class Round:
+    """One batch of results being recorded: its connection, its inline bytes, its verdicts."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        now: float,
+        contexts: Callable[[Connection, int], JobContext],
+        blobs: BlobStore,
+        trust: cred.Trust,
+        rng: random.Random,
+        per_address: int,
+        reference: Reference,
+    ) -> None:
+        self._contexts = contexts
+        self._blobs = blobs
+        self._conn = conn
+        self._now = now
+        self._outcome = Outcome()
+        self._outputs = OutputBytes(conn, blobs, now)
+        self._feed = Feed(now, self._outputs.array)
+        self._verdicts = Verdicts(
+            conn,
+            now,
+            contexts,
+            trust,
+            rng,
+            per_address,
+            reference,
+            self._outcome,
+            self._outputs,
+            self._feed,
+        )
+        # Deterministic error claims per unit: (worker, text), stored ones and this batch's.
+        self._claims: dict[int, list[tuple[str, str]]] = {}
+        self._failed_jobs: dict[int, str] = {}  # job -> why, when a shader error fails it
+
+    def record(self, batch: list[Incoming], banned: frozenset[str], defer_jobs: bool) -> Outcome:
+        conn, now, out = self._conn, self._now, self._outcome
+        ended = out.ended if defer_jobs else None
+        self._outputs.inline = {
+            o.digest: o.data
+            for inc in batch
+            for o in (inc.item.outputs or {}).values()
+            if o.data is not None
+        }
+        accepted = self._accept(conn, batch, out, banned)
+        if not accepted:
+            return out
+        loaded, specs = load_units_and_specs(conn, {rep.unit_id for _, rep in accepted})
+        units = {u.id: u for u in loaded}
+        claiming = {rep.unit_id for inc, rep in accepted if inc.item.error_kind == DETERMINISTIC}
+        if claiming:
+            self._claims = {
+                uid: [(w, e) for w, e in found if e.startswith(SHADER_ERROR_PREFIX)]
+                for uid, found in units_q.reported_errors(conn, claiming).items()
+            }
+        tallies: dict[str, Tally] = {}
+        updates = {rep.id: self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted}
+        for i, (_, rep) in enumerate(accepted):  # a tick's results keep their arrival order
+            updates[rep.id]["returned_at"] = now + i * ARRIVAL_STEP_S
+        # Uploaded outputs belong to the job at once; inline ones once kept (below).
+        uploaded = {
+            (o.digest, rep.job_id)
+            for inc, rep in accepted
+            for o in (inc.item.outputs or {}).values()
+            if o.data is None
+        }
+        todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
+        batch_ = Batch.load(conn, [u.id for u in todo], specs, accepted, updates, now)
+        self._verdicts.load_evidence(conn, batch_)
+        for u in todo:
+            out.new_work |= self._verdicts.validate(conn, u, batch_, tallies)
+        # Each replica of the batch is written once, verdict included; earlier ones are judged.
+        batch_.flush(conn, updates)
+        results_q.save_replicas(conn, list(updates.values()), now)
+        self._outputs.store(conn, uploaded)
+        out.units_done = sum(
+            1 for u in units.values() if u.state == "done" and u.loaded_state != "done"
+        )
+        for u in units.values():
+            if u.job_id in self._failed_jobs:
+                u.fail_now(self._failed_jobs[u.job_id])
+        save_units(conn, list(units.values()), now, ended)
+        for job_id, why in self._failed_jobs.items():
+            mine = [u.id for u in units.values() if u.job_id == job_id]
+            leased, n = units_q.fail_open_units(conn, job_id, why, mine, now)
+            if n and ended is not None:
+                ended.setdefault(job_id, [0, 0])[1] += n
+            elif n:
+                finish_units(conn, job_id, 0, n, now)
+            out.cancelled += leased
+        if self._verdicts.caught:
+            self._backtrack(conn, tallies)
+        out.stats = standing.credit(conn, tallies, now)
+        trust_q.record_checks(
+            conn,
+            {w: t.checks_passed for w, t in tallies.items() if t.checks_passed},
+            {w: t.checks_failed for w, t in tallies.items() if t.checks_failed},
+        )
+        disagreements.record(conn, self._feed.entries)
+        out.valid = sum(t.valid for t in tallies.values())
+        out.invalid = sum(t.invalid for t in tallies.values())
+        out.errors = sum(t.errors for t in tallies.values())
+        return out
+
+    def reconsider(self, unit_ids: list[int]) -> Outcome:
+        """Judges waiting units again on the evidence their workers have now: a unit that asked
+        for one more result no worker can give may be credible enough without it by now."""
+        conn, out = self._conn, self._outcome
+        loaded, specs = load_units_and_specs(conn, unit_ids)
+        todo = [u for u in loaded if u.state == "validating"]
+        b = Batch.load(conn, [u.id for u in todo], specs, [], {}, self._now)
+        self._verdicts.load_evidence(conn, b)
+        tallies: dict[str, Tally] = {}
+        for u in todo:
+            out.new_work |= self._verdicts.validate(conn, u, b, tallies)
+        b.flush(conn, {})
+        save_units(conn, loaded, self._now)
+        if self._verdicts.caught:
+            self._backtrack(conn, tallies)
+        out.stats = standing.credit(conn, tallies, self._now)
+        out.units_done = sum(1 for u in todo if u.state == "done")
+        self._outputs.store(conn, set())
+        disagreements.record(conn, self._feed.entries)
+        return out
+
+    def _backtrack(self, conn: Connection, tallies: dict[str, Tally]) -> None:
+        """Sarmenta's backtracking, in this transaction: a worker a spot-check caught is banned
+        and every result it gave is taken back; each unit they belonged to is judged again on
+        the results that remain. An accepted unit whose acceptance rested on the worker opens
+        again (its revision goes up, a finished job runs again); one that still stands without
+        it stays as it was."""
+        now, out = self._now, self._outcome
+        touched: set[int] = set()
+        for wid, why in self._verdicts.caught.items():
+            touched.update(trust_q.take_back(conn, wid))
+            bans.ban(conn, wid, why, now)
+            out.caught[wid] = why
+        ids = sorted(touched)
+        if not ids:
+            return
+        done = trust_q.done_units_of(conn, ids)
+        trust_q.undecide(conn, done)
+        standing_now = trust_q.standing_results(conn, ids)
+        loaded, specs = load_units_and_specs(conn, ids)
+        before = {u.id: u.outputs for u in loaded if u.id in set(done)}
+        for u in loaded:
+            if u.id in before:
+                u.reopen(standing_now.get(u.id, 0))
+            elif not u.final:
+                u.results = standing_now.get(u.id, 0)
+        todo = [u for u in loaded if not u.final]
+        self._verdicts.rejudged = {u.id for u in todo}
+        b = Batch.load(conn, [u.id for u in todo], specs, [], {}, now)
+        self._verdicts.load_evidence(conn, b)
+        again: dict[str, Tally] = {}  # verdicts given before: not credited twice
+        for u in todo:
+            out.new_work |= self._verdicts.validate(conn, u, b, again)
+        b.flush(conn, {})
+        for u in loaded:
+            if u.id in before and (u.state != "done" or u.outputs != before[u.id]):
+                u.revision += 1
+                out.reopened += 1
+        save_units(conn, loaded, now)
+
+    def _accept(
+        self, conn: Connection, batch: list[Incoming], out: Outcome, banned: frozenset[str]
+    ) -> list[tuple[Incoming, Held]]:
+        reps = results_q.held(conn, [inc.item.lease for inc in batch])
+        live = results_q.live_pairs(conn, [r for r in reps.values() if r.state == "released"])
+        accepted, seen = [], set()
+        for inc in batch:
+            rep = reps.get(inc.item.lease)
+            if inc.worker in banned:
+                out.rejected.append((inc.worker, "this worker is banned: its results do not count"))
+            elif rep is None or rep.worker_id != inc.worker:
+                out.rejected.append((inc.worker, f"lease {inc.item.lease} is not held by you"))
+            elif rep.state not in ("leased", "released") or rep.id in seen:
+                # A copy sent again (its acknowledgement was lost): the first one counts.
+                out.duplicates += 1
+            elif rep.state == "released" and (rep.unit_id, inc.worker) in live:
+                # The unit went to this worker again: only one of its results may count.
+                out.rejected.append((inc.worker, f"lease {inc.item.lease} was released"))
+            else:
+                seen.add(rep.id)
+                accepted.append((inc, rep))
+        return accepted
+
+    def _apply(
+        self, inc: Incoming, rep: Held, units: dict[int, UnitRow], tallies: dict, conn: Connection
+    ) -> dict:
+        u = units[rep.unit_id]
+        row = {"b_id": rep.id, "elapsed_ms": inc.item.elapsed_ms, "outputs": None}
+        if rep.state == "released" and u.final and inc.item.error is not None:
+            # Called back (its job failed or was cancelled) while it ran: the error is the call
+            # back's (a blob no longer served, say), not the worker's. Nothing counts.
+            return row | {"state": "released", "error": None}
+        if rep.state == "leased" and not u.final:
+            u.inflight = max(0, u.inflight - 1)
+        elif rep.state == "released" and not u.final and u.want > 0:
+            # Late, but here: the replica its release asked for is not needed after all.
+            u.want -= 1
+        tally = tallies.setdefault(inc.worker, Tally())
+        tally.results += 1
+        error = self._error_of(inc.item)
+        if error is not None:
+            tally.errors += 1
+            tally.events.append(False)
+            if not u.final and not self._deterministic(inc, u, error, conn):
+                ctx = self._contexts(conn, u.job_id)
+                u.replace_replica(ctx.policy)
+                u.fail_if_stuck(f"every replica failed or was lost; last error: {error}")
+                u.derive_state()
+            return row | {"state": "error", "error": error}
+        if not rep.spot_check:
+            u.results += 1
+        policy = self._contexts(conn, u.job_id).policy
+        if policy.compare != "exact" or policy.error_rate is not None:
+            # Comparisons will read the bytes; and backtracking may make any result canonical.
+            self._outputs.keep(inc.item.outputs or {}, u.job_id)
+        outputs = strip_data(inc.item.outputs or {})
+        return row | {"state": "returned", "error": None, "outputs": dumps(outputs)}
+
+    def _deterministic(self, inc: Incoming, u: UnitRow, error: str, conn: Connection) -> bool:
+        """Fails the unit (and its job, when every unit runs the same shader) on a confirmed
+        deterministic error; True when it did.
+
+        A worker only claims that its error is the shader's own (ResultItem.error_kind): a
+        lying worker could otherwise fail anyone's unit with one message. The claim counts once
+        CONFIRMATIONS distinct workers made it for the unit (by default on distinct client
+        addresses, as two replicas of a unit never share one): honest workers agree at once,
+        since compiling WGSL is specified, while one worker alone only spends its own error."""
+        if inc.item.error_kind != DETERMINISTIC or not error.startswith(SHADER_ERROR_PREFIX):
+            return False
+        claims = self._claims.setdefault(u.id, [])
+        claims.append((inc.worker, error))
+        workers = {w for w, _ in claims}
+        if len(workers) < CONFIRMATIONS:
+            return False
+        first = claims[0][1]
+        why = (
+            f"every replica failed the same way on {len(workers)} different workers: the "
+            f"shader does not compile or validate, which no GPU and no retry can change; "
+            f"fix the shader and submit again. {first}"
+        )
+        u.fail_now(why[:MAX_ERROR_TEXT])
+        if u.job_id not in self._failed_jobs and units_q.shares_shader(conn, u.job_id):
+            self._failed_jobs[u.job_id] = (
+                f"not run: unit {u.idx} runs the same shader, which does not compile or "
+                f"validate. {first}"
+            )[:MAX_ERROR_TEXT]
+        return True
+
+    def _error_of(self, item: ResultItem) -> str | None:
+        if item.error is not None:
+            return item.error[:MAX_ERROR_TEXT] or "the worker reported an error without a message"
+        if not item.outputs:
+            return "the result carried no outputs"
+        missing = [
+            k for k, o in item.outputs.items() if o.data is None and not self._blobs.has(o.digest)
+        ]
+        if missing:
+            return f"output blob(s) {', '.join(missing)} were neither inline nor uploaded"
+        for name, o in item.outputs.items():
+            need = prod(o.shape) * ITEMSIZE[o.dtype]
+            have = len(o.data) if o.data is not None else self._blobs.size(o.digest)
+            if have != need:
+                return f"output {name!r} holds {have} bytes, but {o.dtype} {o.shape} needs {need}"
+        return None
