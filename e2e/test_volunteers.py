@@ -199,8 +199,9 @@ def test_hidden_tab_pauses(browser: Browser, site: Site) -> None:
 
 
 def test_closed_tab_lease_goes_to_another_tab(site: Site, fleet: list[Volunteer]) -> None:
-    # Units of about a second each on SwiftShader, so the tab is caught mid-unit.
-    job = _mandelbrot_job(site, 6, 20000, "e2e close", side=48)
+    # Units of about two seconds each on SwiftShader, so the tab is caught mid-unit even when
+    # closing it takes a while on a loaded machine.
+    job = _mandelbrot_job(site, 6, 40000, "e2e close", side=48)
     leaving = fleet[0]
     gone = leaving.worker_id
     wait_until(

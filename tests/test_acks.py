@@ -16,6 +16,7 @@ from tabgrid.coordinator.telemetry import Telemetry
 from tabgrid.protocol import Ack, CoordinatorMessage, Error, ResultItem, Stats
 from tabgrid.settings import Settings
 from tabgrid.store import Store
+from tabgrid.store import jobs as jobs_q
 from tabgrid.store import leases as leases_q
 from test_hardening_store import submit_checksum
 from test_store import claim, out, worker
@@ -178,3 +179,37 @@ def test_a_worker_that_did_not_ask_gets_no_acknowledgement(
     scheduler.attach(pa)
     send(scheduler, pa, la.lease)
     assert [type(m) for m in pa.posted] == [Stats]
+
+
+def test_an_error_sent_again_after_its_unit_was_retried_counts_once(
+    store: Store, scheduler: Scheduler
+) -> None:
+    """A retry of an ended job's failed units releases their error replicas; a copy of such an
+    error, sent again because its acknowledgement was lost, changes nothing."""
+    job = submit_checksum(store, 1, quorum=2)
+    store.tx(lambda c: c.execute(text("UPDATE jobs SET policy = :p"), {"p": MAX_TWO}))
+    a, b = worker(store, "1"), worker(store, "2")
+    pa, pb = FakePeer(a), FakePeer(b)
+    scheduler.attach(pa)
+    scheduler.attach(pb)
+    (la,), (lb,) = claim(store, a, 1), claim(store, b, 1)
+    for peer, lease in ((pa, la), (pb, lb)):
+        scheduler.results(peer, [ResultItem(lease=lease.lease, error="device lost")])
+        asyncio.run(scheduler._tick())
+    assert unit_row(store)[0] == "failed"
+    assert store.tx(jobs_q.retry_failed, job, 2, time.time()) == 1
+    before = unit_row(store)
+    scheduler.results(pa, [ResultItem(lease=la.lease, error="device lost")])  # the copy
+    asyncio.run(scheduler._tick())
+    assert acked(pa)[-1] == la.lease, "acknowledged, so the worker forgets it"
+    assert unit_row(store) == before, "the unit still wants its new replicas"
+    assert errors_of(store, a) == 1
+    assert replicas(store) == [(a, "released"), (b, "released")]
+
+
+MAX_TWO = '{"quorum":2,"max_replicas":2}'
+
+
+def errors_of(store: Store, wid: str) -> int:
+    q = text("SELECT errors FROM workers WHERE id = :w")
+    return store.tx(lambda c: c.execute(q, {"w": wid}).scalar_one())

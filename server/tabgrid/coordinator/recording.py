@@ -217,7 +217,7 @@ class Round:
                 out.rejected.append((inc.worker, "this worker is banned: its results do not count"))
             elif rep is None or rep.worker_id != inc.worker:
                 out.rejected.append((inc.worker, f"lease {inc.item.lease} is not held by you"))
-            elif rep.state not in ("leased", "released") or rep.id in seen:
+            elif rep.state not in ("leased", "released") or rep.id in seen or _had_result(rep):
                 # A copy sent again (its acknowledgement was lost): the first one counts.
                 out.duplicates += 1
             elif rep.state == "released" and (rep.unit_id, inc.worker) in live:
@@ -309,3 +309,9 @@ class Round:
             if have != need:
                 return f"output {name!r} holds {have} bytes, but {o.dtype} {o.shape} needs {need}"
         return None
+
+
+def _had_result(rep: Held) -> bool:
+    """A released lease whose result came before its release (a retry of its failed unit
+    released it): the unit goes out again under a new lease, and this one is done."""
+    return rep.state == "released" and rep.returned_at is not None

@@ -25,6 +25,7 @@ class Held(NamedTuple):
     state: str
     spot_check: bool
     client_addr: str
+    returned_at: float | None  # set once its result came, whatever became of the lease after
 
 
 class Returned(NamedTuple):
@@ -45,7 +46,14 @@ class Returned(NamedTuple):
 _IDS = bindparam("ids", expanding=True)
 _LEASES = (
     select(
-        R.c.id, R.c.unit_id, R.c.job_id, R.c.worker_id, R.c.state, R.c.spot_check, R.c.client_addr
+        R.c.id,
+        R.c.unit_id,
+        R.c.job_id,
+        R.c.worker_id,
+        R.c.state,
+        R.c.spot_check,
+        R.c.client_addr,
+        R.c.returned_at,
     )
     .where(R.c.id.in_(_IDS))
     .order_by(R.c.id)
