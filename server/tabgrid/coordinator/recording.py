@@ -4,18 +4,14 @@ replica's row, errors (a shader's confirmed before it fails anything), the verdi
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from math import prod
 
 from sqlalchemy import Connection
 
 from tabgrid.blobs import BlobStore
-from tabgrid.coordinator import credibility as cred
 from tabgrid.coordinator.batch import Batch, Incoming, Outcome, OutputBytes
 from tabgrid.coordinator.disagreement_feed import Feed
-from tabgrid.coordinator.job_context import JobContext
-from tabgrid.coordinator.verdicts import Reference, Verdicts
+from tabgrid.coordinator.verdicts import JudgingSetup, Verdicts
 from tabgrid.protocol import ResultItem
 from tabgrid.runtime.array import ITEMSIZE
 from tabgrid.runtime.errors import DETERMINISTIC
@@ -46,32 +42,17 @@ class Round:
         self,
         conn: Connection,
         now: float,
-        contexts: Callable[[Connection, int], JobContext],
         blobs: BlobStore,
-        trust: cred.Trust,
-        rng: random.Random,
-        per_address: int,
-        reference: Reference,
+        setup: JudgingSetup,
     ) -> None:
-        self._contexts = contexts
+        self._contexts = setup.contexts
         self._blobs = blobs
         self._conn = conn
         self._now = now
         self._outcome = Outcome()
         self._outputs = OutputBytes(conn, blobs, now)
         self._feed = Feed(now, self._outputs.array)
-        self._verdicts = Verdicts(
-            conn,
-            now,
-            contexts,
-            trust,
-            rng,
-            per_address,
-            reference,
-            self._outcome,
-            self._outputs,
-            self._feed,
-        )
+        self._verdicts = Verdicts(conn, now, setup, self._outcome, self._outputs, self._feed)
         # Deterministic error claims per unit: (worker, text), stored ones and this batch's.
         self._claims: dict[int, list[tuple[str, str]]] = {}
         self._failed_jobs: dict[int, str] = {}  # job -> why, when a shader error fails it

@@ -19,6 +19,7 @@ from tabgrid.coordinator.batch import Incoming, Outcome
 from tabgrid.coordinator.job_context import ContextLoader, JobContext, job_key, load_context
 from tabgrid.coordinator.recording import Round
 from tabgrid.coordinator.reference_answers import read_array
+from tabgrid.coordinator.verdicts import JudgingSetup
 from tabgrid.protocol import BlobRef, Output
 from tabgrid.store import blob_rows
 from tabgrid.store import results as results_q
@@ -91,16 +92,9 @@ class Validator:
         return self._round(conn, now).reconsider(unit_ids)
 
     def _round(self, conn: Connection, now: float) -> Round:
-        return Round(
-            conn,
-            now,
-            self.context,
-            self._blobs,
-            self.trust,
-            self.rng,
-            self.per_address,
-            self.reference,
-        )
+        # Read at each batch: a caller may replace any of them (a test, a benchmark).
+        setup = JudgingSetup(self.context, self.trust, self.rng, self.per_address, self.reference)
+        return Round(conn, now, self._blobs, setup)
 
     def answer_alone(self, conn: Connection, job_id: int, now: float) -> bool:
         """Computes one unit nobody holds yet with the kernel's reference, here, and accepts it

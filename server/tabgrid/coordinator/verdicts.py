@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
@@ -35,6 +36,18 @@ Reference = Callable[
 ]
 
 
+@dataclass(frozen=True)
+class JudgingSetup:
+    """What verdicts lean on beyond one batch, as the Validator holds it: each job's context,
+    the trust model, the randomness of resampling, the per-address cap, reference answers."""
+
+    contexts: Callable[[Connection, int], JobContext]
+    trust: cred.Trust
+    rng: random.Random
+    per_address: int
+    reference: Reference
+
+
 class Verdicts:
     """Judges one batch's units: each verdict goes into the batch (Batch.valid, .invalid), its
     workers' tallies, the outcome and the feed; workers a spot-check caught into ``caught``."""
@@ -43,22 +56,18 @@ class Verdicts:
         self,
         conn: Connection,
         now: float,
-        contexts: Callable[[Connection, int], JobContext],
-        trust: cred.Trust,
-        rng: random.Random,
-        per_address: int,
-        reference: Reference,
+        setup: JudgingSetup,
         outcome: Outcome,
         outputs: OutputBytes,
         feed: Feed,
     ) -> None:
         self._conn = conn
         self._now = now
-        self._contexts = contexts
-        self._trust = trust
-        self._rng = rng
-        self._per_address = per_address
-        self._reference = reference
+        self._contexts = setup.contexts
+        self._trust = setup.trust
+        self._rng = setup.rng
+        self._per_address = setup.per_address
+        self._reference = setup.reference
         self._outcome = outcome
         self._outputs = outputs
         self._feed = feed
