@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from tabgrid.blobs import BlobStore
 from tabgrid.coordinator.job_context import JobContext
-from tabgrid.coordinator.reference_answers import read_array
+from tabgrid.coordinator.reference_answers import as_array, read_array
 from tabgrid.protocol import BlobRef, Output, ResultItem, Stats
 from tabgrid.store import blob_rows
 from tabgrid.store import results as results_q
@@ -177,9 +177,7 @@ class OutputBytes:
         return self._load(ref.digest, ref.dtype, ref.shape)
 
     def _load(self, digest: str, dtype: str, shape: list[int]) -> Any:
-        import numpy as np
-
         data = self.inline.get(digest)
         if data is None:
             return read_array(self._conn, self._blobs, digest, dtype, shape)
-        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+        return as_array(data, dtype, shape)

@@ -54,9 +54,14 @@ def read_array(
     conn: Connection | None, blobs: BlobStore, digest: str, dtype: str, shape: list[int]
 ) -> Any:
     """A blob as a numpy array: small ones live in the database, the rest in files."""
-    import numpy as np
-
     data = blob_rows.read(conn, digest) if conn is not None else None
     if data is None:
         data = blobs.read(digest)
+    return as_array(data, dtype, shape)
+
+
+def as_array(data: bytes, dtype: str, shape: list[int]) -> Any:
+    """Little-endian bytes as the array they hold, without a copy."""
+    import numpy as np
+
     return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
