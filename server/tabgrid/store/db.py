@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate
@@ -52,11 +54,28 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     # and savepoints would fall outside it: SQLAlchemy says when to begin (_sqlite_begin).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    # WAL + NORMAL survives a killed process (not a power cut); readers run beside the writer.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    _wal(cur)
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+WAL_TRIES_S = 30.0
+
+
+def _wal(cur: sqlite3.Cursor) -> None:
+    """WAL + NORMAL survives a killed process (not a power cut); readers run beside the writer.
+    The mode stays with the file, but setting it on a new file takes a lock SQLite does not wait
+    for (no busy handler): several processes opening one new file at once try again."""
+    give_up = time.monotonic() + WAL_TRIES_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.01)
 
 
 # A connection's execution option: its transactions take SQLite's write lock when they begin.
