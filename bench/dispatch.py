@@ -8,17 +8,19 @@ keeps as many messages in flight as a worker keeps units). Then the ratio to eac
 coordinator process's CPU time per validated unit (user + system, from the kernel's rusage of
 it), which holds on a noisy machine where wall-clock rates drift.
 
-    ./dev bench dispatch [--workers 4] [--units 20000] [--concurrency 64]
+    ./dev bench dispatch [--workers 4] [--units 20000] [--concurrency 64] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -51,8 +53,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def dispatch_rate(tmp: Path, workers: int, units: int, concurrency: int) -> tuple[float, float]:
-    """Validated units/s, and coordinator CPU seconds per validated unit, of one job."""
+def dispatch_rate(
+    tmp: Path, workers: int, units: int, concurrency: int, profile: Path | None = None
+) -> tuple[float, float]:
+    """Validated units/s, and coordinator CPU seconds per validated unit, of one job. With
+    ``profile``, py-spy samples the coordinator during the job into that file (collapsed
+    stacks) and the heaviest functions are printed."""
     db = f"sqlite:///{tmp / 'tabgrid.db'}"
     token = issue_token(db, "submitter", "bench")
     coord = Coordinator(db, tmp, "--allow-same-address").start()
@@ -69,15 +75,46 @@ def dispatch_rate(tmp: Path, workers: int, units: int, concurrency: int) -> tupl
             wait_done(client, warm.id, 120)  # every worker connected and warm
             job = [{"params": {"i": i}} for i in range(units)]
             assert coord.proc is not None
+            spy = profile and py_spy(coord.proc.pid, profile)
             cpu0, t0 = cpu_seconds(coord.proc.pid), time.time()
             st = client.submit("checksum", job, policy=policy)
             t1 = wait_done(client, st.id, 600)
             cpu1 = cpu_seconds(coord.proc.pid)
+            if spy and profile:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
+                print_profile(profile)
             return units / (t1 - t0), (cpu1 - cpu0) / units
     finally:
         for p in procs:
             p.stop()
         coord.stop()
+
+
+def py_spy(pid: int, out: Path) -> subprocess.Popen:
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit("--profile wants py-spy: .venv/bin/pip install py-spy")
+    cmd = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"]
+    return subprocess.Popen([*cmd, "--output", str(out), "--nonblocking"])
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """Share of samples per function, by self time and with what it calls."""
+    own: Counter[str] = Counter()
+    within: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1] for f in stack.split(";")]
+        total += int(n)
+        own[frames[-1]] += int(n)
+        for f in set(frames):
+            within[f] += int(n)
+    for title, counts in (("self", own), ("inclusive", within)):
+        print(f"profile, {title} ({total} samples):")
+        for name, n in counts.most_common(top):
+            print(f"  {100 * n / total:5.1f}%  {name}")
 
 
 def echo_rate(clients: int, seconds: float, window: int) -> float:
@@ -115,9 +152,12 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=20_000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--echo-seconds", type=float, default=5.0)
+    ap.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the coordinator")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        units_s, cpu_unit = dispatch_rate(Path(d), args.workers, args.units, args.concurrency)
+        units_s, cpu_unit = dispatch_rate(
+            Path(d), args.workers, args.units, args.concurrency, args.profile
+        )
     plain = echo_rate(args.workers, args.echo_seconds, 1)
     piped = echo_rate(args.workers, args.echo_seconds, args.concurrency)
     print(f"workers: {args.workers} processes, {args.concurrency} units in flight each")

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from tabgrid.blobs import BlobStore, FileBlobStore
+from tabgrid.coordinator.batch import IN_ROW_BYTES
 from tabgrid.coordinator.validator import Incoming, JobContext, Validator
 from tabgrid.protocol import Hello, JobSubmit, Output, Policy, ResultItem, UnitSpec
 from tabgrid.store import Store, blob_rows, disagreements
@@ -119,10 +120,29 @@ def test_saboteur_is_outvoted_and_marked_invalid(store: Store, blobs: BlobStore)
     o = report(store, v, honest2, l3.lease, "right")
     assert o.stats[bad].invalid == 1 and o.stats[honest2].valid == 1
     units = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
-    assert units[0].state == "done" and units[0].outputs == out("right")
-    # exact comparison keeps only the canonical bytes (small ones in the database)
-    assert store.tx(blob_rows.read, out("right")["y"].digest) == b"right"
+    assert units[0].state == "done" and units[0].outputs == out("right", data=True)
+    # exact comparison keeps only the canonical bytes: small ones in the unit's row, no blob
+    assert store.tx(blob_rows.read, out("right")["y"].digest) is None
     assert store.tx(blob_rows.read, out("wrong")["y"].digest) is None
+
+
+@pytest.mark.parametrize("size", [IN_ROW_BYTES, IN_ROW_BYTES + 1])
+def test_small_canonical_outputs_live_in_their_unit_row_and_larger_ones_in_blob_rows(
+    store: Store, blobs: BlobStore, size: int
+) -> None:
+    job = submit(store, 1, quorum=2)
+    a, b = worker(store, "1"), worker(store, "2")
+    v = validator(store, blobs)
+    value = "v" * size
+    for wid in (a, b):
+        (lease,) = claim(store, wid, 1)
+        report(store, v, wid, lease.lease, value)
+    ((index, outputs, _),) = store.tx(jobs_q.done_outputs, job, -1, 10)
+    row = store.tx(blob_rows.read, out(value)["y"].digest)
+    if size <= IN_ROW_BYTES:
+        assert outputs == out(value, data=True) and row is None
+    else:
+        assert outputs == out(value) and row == value.encode()
 
 
 def test_disagreements_are_recorded_for_the_console(store: Store, blobs: BlobStore) -> None:
@@ -218,7 +238,7 @@ def test_two_colluding_saboteurs_win_a_quorum_two_unit_by_the_check_set_rule(
     report(store, v, s2, l2.lease, "wrong")
     o = report(store, v, honest, l3.lease, "right")
     (unit,) = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
-    assert unit.state == "done" and unit.outputs == out("wrong")
+    assert unit.state == "done" and unit.outputs == out("wrong", data=True)
     assert o.stats[honest].invalid == 1
     assert store.tx(workers_q.get, s1)["valid"] == 1
 
@@ -237,7 +257,7 @@ def test_an_honest_majority_outvotes_two_colluders_when_it_returns_first(
     (c,) = claim(store, h2, 1)  # the disagreement asked for a third replica
     report(store, v, h2, c.lease, "right")
     (unit,) = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
-    assert unit.outputs == out("right")
+    assert unit.outputs == out("right", data=True)
     assert store.tx(workers_q.get, s1)["invalid"] == 1
 
 

@@ -331,7 +331,8 @@ class UnitPage(Struct):
 
 
 class UnitResultLine(Struct):
-    """One line of the results stream (NDJSON): a validated unit's outputs. ``revision``
+    """One line of the results stream (NDJSON): a validated unit's outputs, with their bytes
+    when small (up to 2 KiB in all), else as blob references (GET /blobs/{digest}). ``revision``
     counts how often backtracking took its accepted result back (a saboteur was caught): a
     line read before with a lower revision has changed."""
 

@@ -235,17 +235,12 @@ async def _result_lines(
 ) -> AsyncIterator[bytes]:
     store = services(request).store
     while page:
-        lines = [encode(UnitResultLine(i, _refs_only(out), rev)) for i, out, rev in page]
+        # Small outputs carry their bytes (kept in their unit's row); the rest are blob refs.
+        lines = [encode(UnitResultLine(i, out, rev)) for i, out, rev in page]
         yield b"\n".join(lines) + b"\n"
         if len(page) < RESULTS_PAGE:
             return
         page = await store.run(jobs.done_outputs, job_id, page[-1][0], RESULTS_PAGE)
-
-
-def _refs_only(outputs: dict[str, Output]) -> dict[str, Output]:
-    if all(o.data is None for o in outputs.values()):
-        return outputs
-    return {name: msgspec.structs.replace(o, data=None) for name, o in outputs.items()}
 
 
 async def events(request: Request) -> Response:

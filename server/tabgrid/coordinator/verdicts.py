@@ -259,8 +259,8 @@ class Verdicts:
     ) -> None:
         # Under exact comparison only the canonical bytes are stored: an agreeing result in this
         # batch carried them (same digest), or they were uploaded as a blob.
-        self._outputs.keep(canon.outputs, u.job_id)
-        u.accept(canon.replica_id, dumps(canon.outputs), by, value)
+        outputs = self._outputs.canonical(canon.outputs, u.job_id)
+        u.accept(canon.replica_id, dumps(outputs), by, value)
 
     def _judge(self, b, u, ctx, valid, invalid, owner, tallies, confirmed=True) -> None:  # type: ignore[no-untyped-def]
         """Verdicts on replicas, and what they do to their workers' standing: a spot-check
