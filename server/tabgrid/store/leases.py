@@ -25,7 +25,7 @@ from sqlalchemy import (
 from tabgrid.protocol import BlobRef, Policy
 from tabgrid.store.codec import loads, loads_inputs
 from tabgrid.store.notify import announce
-from tabgrid.store.sql import Many, claim_unit_ids
+from tabgrid.store.sql import Many, claim_unit_ids, in_ids
 from tabgrid.store.tables import Job, Replica, Unit
 from tabgrid.store.units import FINAL, UnitRow
 
@@ -48,7 +48,8 @@ class Claimed:
 
 
 # The hot statements are built once: building and cache-keying a statement costs more than
-# running it, and an expanding IN parameter spares coercing every id into its own bind.
+# running it. Their id lists are one bound parameter (sql.in_ids): the SQL text stays the same
+# whatever the count, so neither SQLAlchemy nor the driver works it out again per execution.
 _JOBS = (
     select(J.c.id, J.c.policy, J.c.started_at)
     .where(J.c.state == "running", J.c.open_units > 0)
@@ -56,7 +57,7 @@ _JOBS = (
 )
 _ISSUE = (
     update(U)
-    .where(U.c.id.in_(bindparam("ids", expanding=True)))
+    .where(in_ids(U.c.id))
     .values(
         want=U.c.want - 1,
         issued=U.c.issued + 1,
@@ -93,7 +94,7 @@ def replicate(spot_check: bool) -> Insert:
         bindparam("now", type_=Float),
         literal(spot_check),
     ]
-    units = select(*values).where(U.c.id.in_(bindparam("ids", expanding=True))).order_by(U.c.id)
+    units = select(*values).where(in_ids(U.c.id)).order_by(U.c.id)
     return insert(R).from_select(columns, units).returning(R.c.id, R.c.unit_id)
 
 
@@ -231,15 +232,10 @@ def replace_replicas(  # type: ignore[no-untyped-def]
 
 _FIXED = ("id", "job_id", "idx", "loaded_state")  # what UnitRow.values never writes
 _UNIT_COLS = [U.c[name] for name in UnitRow.__dataclass_fields__ if name != "loaded_state"]
-_LOAD = (
-    select(*_UNIT_COLS)
-    .where(U.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(U.c.id)
-    .with_for_update()
-)
+_LOAD = select(*_UNIT_COLS).where(in_ids(U.c.id)).order_by(U.c.id).with_for_update()
 _LOAD_SPECS = (
     select(*_UNIT_COLS, U.c.params, U.c.inputs)
-    .where(U.c.id.in_(bindparam("ids", expanding=True)))
+    .where(in_ids(U.c.id))
     .order_by(U.c.id)
     .with_for_update()
 )

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Float, bindparam, select, update
 
-from tabgrid.store.sql import Many, insert_ignore
+from tabgrid.store.sql import Many, in_ids, insert_ignore
 from tabgrid.store.tables import BlobUse, Replica
 
 R = Replica.__table__  # type: ignore[attr-defined]
@@ -42,8 +42,8 @@ class Returned(NamedTuple):
 
 
 # The hot statements are built once: building and cache-keying a statement costs more than
-# running it, and an expanding IN parameter spares coercing every id into its own bind.
-_IDS = bindparam("ids", expanding=True)
+# running it. Their id lists are one bound parameter (sql.in_ids): the SQL text stays the same
+# whatever the count, so neither SQLAlchemy nor the driver works it out again per execution.
 _LEASES = (
     select(
         R.c.id,
@@ -55,11 +55,11 @@ _LEASES = (
         R.c.client_addr,
         R.c.returned_at,
     )
-    .where(R.c.id.in_(_IDS))
+    .where(in_ids(R.c.id))
     .order_by(R.c.id)
     .with_for_update()
 )
-_LIVE = select(R.c.unit_id, R.c.worker_id).where(R.c.unit_id.in_(_IDS), R.c.state != "released")
+_LIVE = select(R.c.unit_id, R.c.worker_id).where(in_ids(R.c.unit_id), R.c.state != "released")
 _STORED = frozenset(("returned", "valid"))
 _DECIDING = (
     select(
@@ -72,10 +72,10 @@ _DECIDING = (
         R.c.client_addr,
         R.c.spot_check,
     )
-    .where(R.c.unit_id.in_(_IDS))
+    .where(in_ids(R.c.unit_id))
     .order_by(R.c.returned_at, R.c.id)
 )
-_JUDGE = update(R).where(R.c.id.in_(_IDS)).values(state=bindparam("state"))
+_JUDGE = update(R).where(in_ids(R.c.id)).values(state=bindparam("state"))
 _SAVE = Many(
     update(R)
     .where(R.c.id == bindparam("b_id"))

@@ -6,8 +6,15 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table, TextClause, text
+import msgspec
+from sqlalchemy import Boolean, Connection, Dialect, Table, Text, TextClause, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 Rows = Sequence[dict[str, Any]]
 
@@ -45,6 +52,73 @@ class Many:
         if len(names) == 1:
             return compiled.string, lambda r: (pick(fixed | r),)
         return compiled.string, (lambda r: pick(fixed | r)) if fixed else pick
+
+
+_json = msgspec.json.encode
+
+
+class IdList(TypeDecorator):
+    """A list of ids (ints, or text for worker ids: ``item_type`` follows the column) bound as
+    one parameter: an array on PostgreSQL, JSON text elsewhere (SQLite reads it with
+    json_each)."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, item_type: TypeEngine) -> None:
+        super().__init__()
+        self.item_type = item_type
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(self.item_type))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return list(value)
+        return _json(list(value)).decode()  # str: SQLite (3.45+) reads a blob as JSONB
+
+
+class InIds(ColumnElement[bool]):
+    """``column IN ids`` for a list of ids bound as one parameter (in_ids)."""
+
+    __visit_name__ = "in_ids"
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True  # not ``... = 1`` where booleans are numbers (SQLite)
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("ids", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], ids: BindParameter[Any]) -> None:
+        self.column = column
+        self.ids = ids
+
+
+def in_ids(column: ColumnElement[Any], name: str = "ids") -> InIds:
+    """``column IN ids`` where the caller binds a Python list as ``name``: on SQLite
+    ``column IN (SELECT value FROM json_each(:name))`` with the list as one JSON text, on
+    PostgreSQL ``column = ANY(:name)`` with it as one array of the column's type; an empty
+    list matches no row. An expanding IN parameter renders one bind per id, a new SQL string
+    for every length of list: SQLAlchemy rewrites the statement on each execution (8% of a
+    scheduler tick) and the driver, whose statement cache is keyed by text, prepares it again
+    (psycopg prepares a text on the server once it has run five times: never, for most
+    lengths). Here the text is fixed, so all of them keep it. Both plans still look each id up
+    in the column's index."""
+    return InIds(column, bindparam(name, type_=IdList(column.type)))
+
+
+@compiles(InIds)
+def _in_ids_json(element: InIds, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    return f"{column} IN (SELECT value FROM json_each({compiler.process(element.ids, **kw)}))"
+
+
+@compiles(InIds, "postgresql")
+def _in_ids_array(element: InIds, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{compiler.process(element.column, **kw)} = ANY({compiler.process(element.ids, **kw)})"
 
 
 _ignoring: dict[tuple[str, str], Many] = {}

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Float, bindparam, func, select, update
 
 from tabgrid.protocol import Stats
-from tabgrid.store.sql import Many
+from tabgrid.store.sql import Many, in_ids
 from tabgrid.store.tables import Replica, Worker
 
 R = Replica.__table__  # type: ignore[attr-defined]
 W = Worker.__table__  # type: ignore[attr-defined]
-_IDS = bindparam("ids", expanding=True)
 
 
 @dataclass
@@ -50,7 +49,7 @@ _PENDING = (
 )
 _STATS = select(
     W.c.id, W.c.results, W.c.valid, W.c.invalid, W.c.errors, _PENDING, W.c.credit
-).where(W.c.id.in_(_IDS))
+).where(in_ids(W.c.id))
 
 
 def credit(conn: Connection, tallies: dict[str, Tally], now: float) -> dict[str, Stats]:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, bindparam, case, func, select, text, update
 
 from tabgrid.protocol import Policy
 from tabgrid.store.leases import Claimed, Taker, claimed, replicate
-from tabgrid.store.sql import NO_ANTI_JOIN, OPAQUE_DISTINCT, in_id_order
+from tabgrid.store.sql import NO_ANTI_JOIN, OPAQUE_DISTINCT, in_id_order, in_ids
 from tabgrid.store.tables import Job, Replica, Unit, Worker
 
 U = Unit.__table__  # type: ignore[attr-defined]
@@ -33,9 +33,7 @@ class Evidence:
         return self.checks + self.streak
 
 
-_EVIDENCE = select(W.c.id, W.c.checks_passed, W.c.consecutive_valid).where(
-    W.c.id.in_(bindparam("ids", expanding=True))
-)
+_EVIDENCE = select(W.c.id, W.c.checks_passed, W.c.consecutive_valid).where(in_ids(W.c.id))
 
 
 def evidence(conn: Connection, worker_ids: list[str]) -> dict[str, Evidence]:
@@ -65,9 +63,7 @@ _KNOWN_SQLITE = text(_KNOWN_UNITS.format(fence="", distinct=":distinct"))
 _KNOWN_PG = text(_KNOWN_UNITS.format(fence=NO_ANTI_JOIN, distinct=OPAQUE_DISTINCT))
 _ID_RANGE = select(func.min(U.c.id), func.max(U.c.id)).where(U.c.job_id == bindparam("job"))
 _CHECK_REPLICAS = replicate(spot_check=True)
-_UNIT_SPECS = select(U.c.id, U.c.idx, U.c.params, U.c.inputs).where(
-    U.c.id.in_(bindparam("ids", expanding=True))
-)
+_UNIT_SPECS = select(U.c.id, U.c.idx, U.c.params, U.c.inputs).where(in_ids(U.c.id))
 
 
 def known_units(conn: Connection, job_id: int) -> int:
