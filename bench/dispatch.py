@@ -49,16 +49,22 @@ def wait_done(client: Client, job: int, timeout: float) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU the process has used: the kernel's rusage of it, as /proc shows it."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds the process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def dispatch_rate(
     tmp: Path, workers: int, units: int, concurrency: int, profile: Path | None = None
-) -> tuple[float, float]:
-    """Validated units/s, and coordinator CPU seconds per validated unit, of one job. With
-    ``profile``, py-spy samples the coordinator during the job into that file (collapsed
-    stacks) and the heaviest functions are printed."""
+) -> tuple[float, float, float]:
+    """Validated units/s, and the coordinator's CPU seconds per validated unit (user, system),
+    of one job. With ``profile``, py-spy samples the coordinator during the job into that file
+    (collapsed stacks) and the heaviest functions are printed."""
     db = f"sqlite:///{tmp / 'tabgrid.db'}"
     token = issue_token(db, "submitter", "bench")
     coord = Coordinator(db, tmp, "--allow-same-address").start()
@@ -76,15 +82,16 @@ def dispatch_rate(
             job = [{"params": {"i": i}} for i in range(units)]
             assert coord.proc is not None
             spy = profile and py_spy(coord.proc.pid, profile)
-            cpu0, t0 = cpu_seconds(coord.proc.pid), time.time()
+            cpu0, t0 = cpu_split(coord.proc.pid), time.time()
             st = client.submit("checksum", job, policy=policy)
             t1 = wait_done(client, st.id, 600)
-            cpu1 = cpu_seconds(coord.proc.pid)
+            cpu1 = cpu_split(coord.proc.pid)
             if spy and profile:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
                 print_profile(profile)
-            return units / (t1 - t0), (cpu1 - cpu0) / units
+            user, system = ((b - a) / units for a, b in zip(cpu0, cpu1, strict=True))
+            return units / (t1 - t0), user, system
     finally:
         for p in procs:
             p.stop()
@@ -155,14 +162,18 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the coordinator")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        units_s, cpu_unit = dispatch_rate(
+        units_s, user, system = dispatch_rate(
             Path(d), args.workers, args.units, args.concurrency, args.profile
         )
     plain = echo_rate(args.workers, args.echo_seconds, 1)
     piped = echo_rate(args.workers, args.echo_seconds, args.concurrency)
     print(f"workers: {args.workers} processes, {args.concurrency} units in flight each")
     print(f"validated units/s (quorum 2, {args.units} units): {units_s:,.0f}")
-    print(f"coordinator CPU per validated unit (rusage): {cpu_unit * 1e6:,.0f} us")
+    cpu_unit = user + system
+    print(
+        f"coordinator CPU per validated unit (rusage): {cpu_unit * 1e6:,.0f} us "
+        f"({user * 1e6:,.0f} user, {system * 1e6:,.0f} system)"
+    )
     print(f"plain websocket echo (1 in flight per client):  {plain:,.0f} round trips/s")
     print(f"pipelined echo ({args.concurrency} in flight per client):  {piped:,.0f} round trips/s")
     print(f"ratio to plain echo: {units_s / plain:.2f}; to pipelined echo: {units_s / piped:.2f}")
