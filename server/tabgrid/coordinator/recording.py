@@ -22,7 +22,7 @@ from tabgrid.store import units as units_q
 from tabgrid.store.codec import dumps, strip_data
 from tabgrid.store.leases import finish_units, load_units_and_specs, save_units
 from tabgrid.store.results import Held
-from tabgrid.store.standing import Tally
+from tabgrid.store.standing import Tally, tally_of
 from tabgrid.store.units import UnitRow
 
 MAX_ERROR_TEXT = 2000
@@ -223,7 +223,7 @@ class Round:
         elif rep.state == "released" and not u.final and u.want > 0:
             # Late, but here: the replica its release asked for is not needed after all.
             u.want -= 1
-        tally = tallies.setdefault(inc.worker, Tally())
+        tally = tally_of(tallies, inc.worker)
         tally.results += 1
         error = self._error_of(inc.item)
         if error is not None:

@@ -26,7 +26,7 @@ from tabgrid.protocol import BlobRef, Output, Policy
 from tabgrid.store import results as results_q
 from tabgrid.store import trust as trust_q
 from tabgrid.store.codec import dumps, loads_outputs
-from tabgrid.store.standing import Tally
+from tabgrid.store.standing import tally_of
 from tabgrid.store.units import UnitRow
 
 # The unit's answer from the kernel's reference, or None (Validator.reference).
@@ -188,7 +188,7 @@ class Verdicts:
         self._judge(b, u, ctx, valid, invalid, owner, tallies, confirmed=len(valid) > 1)
         self._feed.note(u, ctx, Candidate(-1, outputs), fresh, set(valid), owner)
         for rid in invalid:
-            tallies.setdefault(owner[rid], Tally()).checks_failed += 1
+            tally_of(tallies, owner[rid]).checks_failed += 1
             self.caught.setdefault(
                 owner[rid],
                 f"failed a spot-check: unit {u.idx} of job {u.job_id} differs from "
@@ -273,7 +273,7 @@ class Verdicts:
             shapes = {k: (r.dtype, tuple(r.shape)) for k, r in refs.items()}
             gflop = credit(ctx.kernel, params, shapes)
         for rid in valid:
-            t = tallies.setdefault(owner[rid], Tally())
+            t = tally_of(tallies, owner[rid])
             t.valid += 1
             t.credit += gflop
             if rid in b.spot_checks:
@@ -281,7 +281,7 @@ class Verdicts:
             elif confirmed:
                 t.events.append(True)
         for rid in invalid:
-            t = tallies.setdefault(owner[rid], Tally())
+            t = tally_of(tallies, owner[rid])
             t.invalid += 1
             t.events.append(False)
             if rid in b.spot_checks:

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, and_, or_, select, update
 
 from tabgrid.store.leases import release_worker, replace_replicas
 from tabgrid.store.notify import announce, worker_changed
+from tabgrid.store.sql import in_ids
 from tabgrid.store.tables import Replica, Worker
 
 R = Replica.__table__  # type: ignore[attr-defined]
@@ -42,16 +43,17 @@ def _discard_unvalidated(conn: Connection, worker_id: str, now: float) -> int:
     return replace_replicas(conn, waiting, "discarded", "results", reason, now)
 
 
+# Built once: the scheduler runs it every tick (sql.in_ids).
+_STOPPED = select(W.c.id, W.c.banned, W.c.draining).where(
+    in_ids(W.c.id), or_(W.c.banned, W.c.draining)
+)
+
+
 def stopped(conn: Connection, worker_ids: list[str]) -> dict[str, str]:
     """Which of these workers are banned or draining: the scheduler checks before each claim,
     since the operator may have acted through another coordinator sharing the database."""
-    found = {}
-    for i in range(0, len(worker_ids), 500):
-        q = select(W.c.id, W.c.banned, W.c.draining).where(
-            W.c.id.in_(worker_ids[i : i + 500]), or_(W.c.banned, W.c.draining)
-        )
-        found.update({wid: "banned" if b else "draining" for wid, b, _ in conn.execute(q)})
-    return found
+    rows = conn.execute(_STOPPED, {"ids": worker_ids})
+    return {wid: "banned" if b else "draining" for wid, b, _ in rows}
 
 
 def unban(conn: Connection, worker_id: str) -> None:

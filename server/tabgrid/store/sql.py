@@ -178,10 +178,10 @@ def in_id_order(conn: Connection, stmt: TextClause, params: dict[str, Any]) -> l
     that guess a few rows PostgreSQL prefers a bitmap scan that looks at the replicas of every
     leasable unit of the job, then sorts them: 400 ms a claim at 10,000 units, not 0.5 ms."""
     if conn.dialect.name != "postgresql":
-        return list(conn.execute(stmt, params).scalars())
+        return list(conn.execute(stmt, params).scalars().all())
     conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
     try:
-        return list(conn.execute(stmt, params).scalars())
+        return list(conn.execute(stmt, params).scalars().all())
     finally:
         conn.exec_driver_sql("RESET enable_bitmapscan")
 

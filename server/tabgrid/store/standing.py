@@ -29,6 +29,14 @@ class Tally:
     checks_failed: int = 0
 
 
+def tally_of(tallies: dict[str, Tally], worker: str) -> Tally:
+    """The worker's tally in this batch, made at its first result (not at every lookup)."""
+    t = tallies.get(worker)
+    if t is None:
+        t = tallies[worker] = Tally()
+    return t
+
+
 # Counters move by deltas, so a concurrent writer's increments are never lost; the streak is
 # either extended (keep = 1) or restarted after a failure in this batch (keep = 0).
 _CREDIT = Many(
