@@ -112,7 +112,7 @@ def dispatch_rate(
 def py_spy(pid: int, out: Path) -> subprocess.Popen:
     spy = Path(sys.executable).with_name("py-spy")
     if not spy.exists():
-        raise SystemExit("--profile wants py-spy: .venv/bin/pip install py-spy")
+        raise SystemExit("--profile wants py-spy, a dev dependency: any ./dev command installs it")
     cmd = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"]
     return subprocess.Popen([*cmd, "--output", str(out), "--nonblocking"])
 
