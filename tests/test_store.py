@@ -145,6 +145,33 @@ def test_small_canonical_outputs_live_in_their_unit_row_and_larger_ones_in_blob_
         assert outputs == out(value) and row == value.encode()
 
 
+def test_a_unit_accepted_again_on_the_same_small_answer_after_backtracking_keeps_its_bytes(
+    store: Store, blobs: BlobStore
+) -> None:
+    """Its bytes lived only in the unit's row, which reopening clears; nor is an unchanged
+    answer counted as changed (its revision goes up once, for being decided again)."""
+    job = submit(store, 1, quorum=2, max_replicas=4)
+    a, b, c = worker(store, "1"), worker(store, "2"), worker(store, "3")
+    v = validator(store, blobs)
+    (la,) = claim(store, a, 1)
+    store.tx(leases_q.release_worker, a, time.time())  # a's result comes late, and counts
+    (lb,), (lc,) = claim(store, b, 1), claim(store, c, 1)
+    for wid, lease in ((b, lb), (c, lc), (a, la)):
+        report(store, v, wid, lease.lease, "right")
+
+    def catch_c(conn):  # type: ignore[no-untyped-def]
+        # What a failed spot-check does at the end of a batch: c's results are taken back.
+        r = v._round(conn, time.time())
+        r._verdicts.caught = {c: "failed a spot-check"}
+        r._backtrack(conn, {})
+        return r._outcome.reopened
+
+    assert store.tx(catch_c) == 0, "a and b still agree on the same answer"
+    (unit,) = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
+    assert unit.state == "done" and unit.outputs == out("right", data=True)
+    assert unit.revision == 1
+
+
 def test_disagreements_are_recorded_for_the_console(store: Store, blobs: BlobStore) -> None:
     job = submit(store, 1, quorum=2, max_replicas=4)
     honest1, bad, honest2 = worker(store, "1"), worker(store, "2"), worker(store, "3")

@@ -108,7 +108,9 @@ def _tiles(
         if state == "done" and outputs:
             out = loads_outputs(outputs).get("iters")
             if out is not None:
-                data = out.data or blob_rows.read(conn, out.digest) or blobs.read(out.digest)
+                data = out.data  # small ones live in their unit's row
+                if data is None:
+                    data = blob_rows.read(conn, out.digest) or blobs.read(out.digest)
                 iters = np.frombuffer(data, dtype="<u4").reshape(out.shape)
         tiles.append((merged, iters))
     return tiles

@@ -12,14 +12,14 @@ from tabgrid.blobs import BlobStore
 from tabgrid.coordinator.batch import Batch, Incoming, Outcome, OutputBytes
 from tabgrid.coordinator.disagreement_feed import Feed
 from tabgrid.coordinator.verdicts import JudgingSetup, Verdicts
-from tabgrid.protocol import ResultItem
+from tabgrid.protocol import Output, ResultItem
 from tabgrid.runtime.array import ITEMSIZE
 from tabgrid.runtime.errors import DETERMINISTIC
 from tabgrid.store import bans, disagreements, standing
 from tabgrid.store import results as results_q
 from tabgrid.store import trust as trust_q
 from tabgrid.store import units as units_q
-from tabgrid.store.codec import dumps, strip_data
+from tabgrid.store.codec import dumps, loads_outputs, strip_data
 from tabgrid.store.leases import finish_units, load_units_and_specs, save_units
 from tabgrid.store.results import Held
 from tabgrid.store.standing import Tally, tally_of
@@ -166,7 +166,13 @@ class Round:
         trust_q.undecide(conn, done)
         standing_now = trust_q.standing_results(conn, ids)
         loaded, specs = load_units_and_specs(conn, ids)
-        before = {u.id: u.outputs for u in loaded if u.id in set(done)}
+        before = {u.id: _outputs_of(u.outputs) for u in loaded if u.id in set(done)}
+        # A small canonical output's bytes live only in its unit's row, which reopening clears:
+        # the unit accepted again on the same answer keeps them.
+        for outputs in before.values():
+            self._outputs.inline.update(
+                {o.digest: o.data for o in outputs.values() if o.data is not None}
+            )
         for u in loaded:
             if u.id in before:
                 u.reopen(standing_now.get(u.id, 0))
@@ -181,7 +187,7 @@ class Round:
             out.new_work |= self._verdicts.validate(conn, u, b, again)
         b.flush(conn, {})
         for u in loaded:
-            if u.id in before and (u.state != "done" or u.outputs != before[u.id]):
+            if u.id in before and (u.state != "done" or not _same(u.outputs, before[u.id])):
                 u.revision += 1
                 out.reopened += 1
         save_units(conn, loaded, now)
@@ -290,6 +296,15 @@ class Round:
             if have != need:
                 return f"output {name!r} holds {have} bytes, but {o.dtype} {o.shape} needs {need}"
         return None
+
+
+def _outputs_of(text: str | None) -> dict[str, Output]:
+    return loads_outputs(text) if text else {}
+
+
+def _same(text: str | None, outputs: dict[str, Output]) -> bool:
+    """The same answer, whether or not either side carries its bytes."""
+    return strip_data(_outputs_of(text)) == strip_data(outputs)
 
 
 def _had_result(rep: Held) -> bool:

@@ -198,7 +198,7 @@ def standing_results(conn: Connection, unit_ids: list[int]) -> dict[int, int]:
             )
             .group_by(R.c.unit_id)
         )
-        out.update(dict(conn.execute(q).tuples().all()))
+        out.update({uid: n for uid, n in conn.execute(q).all()})
     return out
 
 
