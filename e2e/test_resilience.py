@@ -135,7 +135,12 @@ def test_results_a_killed_coordinator_never_recorded_are_sent_again_and_count_on
         y = np.full(n, 0.25, dtype=np.float32)
         params = {"shader": SLOW_SAXPY, "manifest": SLOW_MANIFEST, "a": 3.0, "k": SPIN}
         spec = [{"params": {"n": n}, "inputs": {"x": x, "y": y}} for _ in range(units)]
+        quick = {"shader": SAXPY, "manifest": SAXPY_MANIFEST, "a": 3.0}
         with site.client() as client:
+            # A tab fetches a unit's inputs from the coordinator, which a stopped one never
+            # serves: both tabs fetch (and keep) them now, with a quick job on the same inputs.
+            warm = client.submit("wgsl", spec, params=quick, policy={"quorum": 2}).id
+            assert client.wait(warm, progress=False, timeout=120).state == "done"
             job = client.submit("wgsl", spec, params=params, policy={"quorum": 2}).id
 
         def rows() -> list[tuple]:
