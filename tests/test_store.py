@@ -172,6 +172,41 @@ def test_a_unit_accepted_again_on_the_same_small_answer_after_backtracking_keeps
     assert unit.revision == 1
 
 
+def test_a_unit_whose_honest_answer_backtracking_brings_back_gets_its_bytes_from_one_more_result(
+    store: Store, blobs: BlobStore
+) -> None:
+    """Colluders b and c had their wrong answer accepted; a's and d's right ones were judged
+    invalid and, under exact comparison, their bytes not kept. Once c is caught, the right
+    answer stands, but nobody has its bytes: the unit asks for one more result."""
+    job = submit(store, 1, quorum=2, max_replicas=6)
+    a, b, c, d, e = (worker(store, str(n)) for n in range(1, 6))
+    v = validator(store, blobs)
+    (lb,), (ld,) = claim(store, b, 1), claim(store, d, 1)
+    store.tx(leases_q.release_worker, d, time.time())  # d's result comes late
+    (la,) = claim(store, a, 1)
+    report(store, v, b, lb.lease, "wrong")
+    report(store, v, a, la.lease, "right")
+    (lc,) = claim(store, c, 1)
+    report(store, v, c, lc.lease, "wrong")
+    report(store, v, d, ld.lease, "right")
+    (unit,) = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
+    assert unit.state == "done" and unit.outputs == out("wrong", data=True)
+
+    def catch_c(conn):  # type: ignore[no-untyped-def]
+        r = v._round(conn, time.time())
+        r._verdicts.caught = {c: "failed a spot-check"}
+        r._backtrack(conn, {})
+        return r._outcome
+
+    assert store.tx(catch_c).new_work
+    (unit,) = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
+    assert unit.state != "done", unit
+    (le,) = claim(store, e, 1)
+    report(store, v, e, le.lease, "right")
+    (unit,) = store.tx(jobs_q.list_units, job, Policy(quorum=2), None, -1, 10)
+    assert unit.state == "done" and unit.outputs == out("right", data=True)
+
+
 def test_disagreements_are_recorded_for_the_console(store: Store, blobs: BlobStore) -> None:
     job = submit(store, 1, quorum=2, max_replicas=4)
     honest1, bad, honest2 = worker(store, "1"), worker(store, "2"), worker(store, "3")

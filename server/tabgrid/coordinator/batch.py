@@ -182,6 +182,18 @@ class OutputBytes:
         self.keep(outputs, job_id)
         return strip_data(outputs)
 
+    def at_hand(self, outputs: dict[str, Output]) -> bool:
+        """Whether every output's bytes can be read: under exact comparison only canonical
+        bytes are kept, so an answer that was not canonical before backtracking may have
+        none anywhere (its results carried them, and they were judged invalid)."""
+        return all(
+            o.data is not None
+            or o.digest in self.inline
+            or self._blobs.has(o.digest)
+            or blob_rows.read(self._conn, o.digest) is not None
+            for o in outputs.values()
+        )
+
     def store(self, conn: Connection, uploaded: set[tuple[str, int]]) -> None:
         """The inline outputs kept, as blob rows that belong to their jobs (so that retiring a
         job frees them), and the uploaded outputs' belonging too."""

@@ -107,11 +107,16 @@ class Verdicts:
         if policy.error_rate is not None:
             return self._by_credibility(b, u, ctx, fresh, owner, tallies, agree)
         if policy.replication == "adaptive" and self._alone_by_boinc(u, fresh, owner):
+            if not self._outputs.at_hand(fresh[0].outputs):
+                return self._ask_more(u, policy, len(fresh))
             self._settle(b, u, ctx, fresh[0], [fresh[0].replica_id], owner, tallies, "adaptive")
             return False
         verdict = check_set(fresh, policy.quorum, agree)
         if verdict.canonical is not None:
             canon = next(c for c in fresh if c.replica_id == verdict.canonical)
+            if not self._outputs.at_hand(canon.outputs):
+                # Accepted, the unit would name bytes nobody has: one more result brings them.
+                return self._ask_more(u, policy, len(fresh))
             self._settle(b, u, ctx, canon, verdict.valid, owner, tallies, "quorum")
             self._feed.note(u, ctx, canon, fresh, set(verdict.valid), owner)
             return False
