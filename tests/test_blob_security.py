@@ -338,6 +338,8 @@ def test_blob_reads_need_credentials_and_a_claim(app: App) -> None:
         "0" * 64, x
     )
     assert app.client.head(f"/api/v1/blobs/{x}", headers=s2).status_code == 404
+    # A digest taken from a small validated output: its bytes came with the results.
+    assert "come with the job's results" in doc.detail
     assert app.get(x, operator).content == data
 
 

@@ -24,6 +24,7 @@ from tabgrid.api import auth
 from tabgrid.api.io import json_response, services
 from tabgrid.api.problems import ProblemError, bad_request, not_found
 from tabgrid.blobs import DIGEST, BlobError, BlobStore, Corrupt, Large, digest_of
+from tabgrid.coordinator.batch import IN_ROW_BYTES
 from tabgrid.protocol import BlobStored, JobSubmit
 from tabgrid.settings import MiB
 from tabgrid.store import blob_rows, jobs, uploads
@@ -198,8 +199,16 @@ def _unreadable(who: Owner, digest: str) -> ProblemError:
     return not_found(
         f"blob {digest} is not stored here for this token: a blob is readable by the token "
         "that uploaded it (until the upload expires), by the owner of a job that uses it and "
-        "by operators. Upload it with PUT first"
+        f"by operators. Upload it with PUT first. {_SMALL_OUTPUTS}"
     )
+
+
+# A small validated output is not a blob: a reader that took its digest from a unit gets its
+# bytes with the job's results instead.
+_SMALL_OUTPUTS = (
+    f"(Outputs of at most {IN_ROW_BYTES} bytes are not blobs: their bytes come with the "
+    "job's results, GET /api/v1/jobs/{id}/results.)"
+)
 
 
 def _missing(blobs: BlobStore, digest: str) -> ProblemError:
@@ -209,7 +218,9 @@ def _missing(blobs: BlobStore, digest: str) -> ProblemError:
             f"blob {digest} is not stored here: its bytes were found damaged on disk "
             f"{time.time() - when:.0f} s ago and removed. Upload it again with PUT"
         )
-    return not_found(f"blob {digest} is not stored here; upload it with PUT first")
+    return not_found(
+        f"blob {digest} is not stored here; upload it with PUT first. {_SMALL_OUTPUTS}"
+    )
 
 
 def _corrupt(digest: str) -> ProblemError:
