@@ -165,10 +165,13 @@ def test_results_a_killed_coordinator_never_recorded_are_sent_again_and_count_on
                     lambda t=t, before=before: int(t.text("#units-done")) >= before + units,
                     timeout=120,
                 )
+            site.coordinator.kill()
+            # Looked at before the restart: the tabs send their results again once it is up.
+            unrecorded, before_restart = held("leased"), story()
         finally:
             site.coordinator.kill()
             site.coordinator.start()
-        assert held("leased"), f"the stopped coordinator recorded nothing: {story()}"
+        assert unrecorded, f"the stopped coordinator recorded nothing: {before_restart}"
         with site.client() as client:
             assert client.wait(job, progress=False, timeout=120).state == "done", story()
             results = client.results(job)
