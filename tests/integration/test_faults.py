@@ -48,6 +48,8 @@ def test_saboteur_results_are_invalid_and_accepted_results_correct(cluster) -> N
     cluster.rogue("saboteur")
     cluster.worker()
     cluster.worker()
+    # Else two quick honest workers may take every unit before the saboteur has said hello.
+    wait_for(lambda: len(workers_by_name(cluster.db)) == 3, what="the three workers' hellos")
     with cluster.client() as client:
         job = client.submit("checksum", checksum_units(40), policy={"quorum": 2, "max_replicas": 6})
         assert client.wait(job.id, progress=False, timeout=180).state == "done"
