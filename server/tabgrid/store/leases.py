@@ -275,10 +275,7 @@ _CLOSE = (
 
 
 def load_units(conn: Connection, ids: Iterable[int]) -> list[UnitRow]:
-    out: list[UnitRow] = []
-    for chunk in _chunks(sorted(ids)):
-        out += [UnitRow(*r) for r in conn.execute(_LOAD, {"ids": chunk}).all()]
-    return out
+    return [UnitRow(*r) for r in conn.execute(_LOAD, {"ids": list(ids)}).all()]
 
 
 def load_units_and_specs(
@@ -288,10 +285,9 @@ def load_units_and_specs(
     out: list[UnitRow] = []
     specs: dict[int, tuple[str, str]] = {}
     n = _N_UNIT_COLS
-    for chunk in _chunks(sorted(ids)):
-        for r in conn.execute(_LOAD_SPECS, {"ids": chunk}).all():
-            out.append(UnitRow(*r[:n]))
-            specs[r[0]] = (r[n], r[n + 1])
+    for r in conn.execute(_LOAD_SPECS, {"ids": list(ids)}).all():
+        out.append(UnitRow(*r[:n]))
+        specs[r[0]] = (r[n], r[n + 1])
     return out, specs
 
 

@@ -37,11 +37,8 @@ _EVIDENCE = select(W.c.id, W.c.checks_passed, W.c.consecutive_valid).where(in_id
 
 
 def evidence(conn: Connection, worker_ids: list[str]) -> dict[str, Evidence]:
-    out: dict[str, Evidence] = {}
-    for i in range(0, len(worker_ids), 500):
-        rows = conn.execute(_EVIDENCE, {"ids": worker_ids[i : i + 500]}).all()
-        out.update({wid: Evidence(c, s) for wid, c, s in rows})
-    return out
+    rows = conn.execute(_EVIDENCE, {"ids": worker_ids}).all()
+    return {wid: Evidence(c, s) for wid, c, s in rows}
 
 
 # Done units of the job with a known answer that this worker (or its address) never had: a
