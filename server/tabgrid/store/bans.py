@@ -8,7 +8,7 @@ from sqlalchemy import Connection, and_, or_, select, update
 
 from tabgrid.store.leases import release_worker, replace_replicas
 from tabgrid.store.notify import announce, worker_changed
-from tabgrid.store.sql import in_ids
+from tabgrid.store.sql import One, in_ids
 from tabgrid.store.tables import Replica, Worker
 
 R = Replica.__table__  # type: ignore[attr-defined]
@@ -44,15 +44,15 @@ def _discard_unvalidated(conn: Connection, worker_id: str, now: float) -> int:
 
 
 # Built once: the scheduler runs it every tick (sql.in_ids).
-_STOPPED = select(W.c.id, W.c.banned, W.c.draining).where(
-    in_ids(W.c.id), or_(W.c.banned, W.c.draining)
+_STOPPED = One(
+    select(W.c.id, W.c.banned, W.c.draining).where(in_ids(W.c.id), or_(W.c.banned, W.c.draining))
 )
 
 
 def stopped(conn: Connection, worker_ids: list[str]) -> dict[str, str]:
     """Which of these workers are banned or draining: the scheduler checks before each claim,
     since the operator may have acted through another coordinator sharing the database."""
-    rows = conn.execute(_STOPPED, {"ids": worker_ids})
+    rows = _STOPPED.all(conn, {"ids": worker_ids})
     return {wid: "banned" if b else "draining" for wid, b, _ in rows}
 
 

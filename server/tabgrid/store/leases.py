@@ -17,6 +17,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     update,
@@ -25,7 +26,7 @@ from sqlalchemy import (
 from tabgrid.protocol import BlobRef, Policy
 from tabgrid.store.codec import loads, loads_inputs
 from tabgrid.store.notify import announce
-from tabgrid.store.sql import Many, claim_unit_ids, in_ids
+from tabgrid.store.sql import Many, One, claim_unit_ids, in_ids
 from tabgrid.store.tables import Job, Replica, Unit
 from tabgrid.store.units import FINAL, UnitRow
 
@@ -50,12 +51,12 @@ class Claimed:
 # The hot statements are built once: building and cache-keying a statement costs more than
 # running it. Their id lists are one bound parameter (sql.in_ids): the SQL text stays the same
 # whatever the count, so neither SQLAlchemy nor the driver works it out again per execution.
-_JOBS = (
+_JOBS = One(
     select(J.c.id, J.c.policy, J.c.started_at)
     .where(J.c.state == "running", J.c.open_units > 0)
     .order_by(J.c.priority.desc(), J.c.id)
 )
-_ISSUE = (
+_ISSUE = One(
     update(U)
     .where(in_ids(U.c.id))
     .values(
@@ -98,7 +99,7 @@ def replicate(spot_check: bool) -> Insert:
     return insert(R).from_select(columns, units).returning(R.c.id, R.c.unit_id)
 
 
-_REPLICATE = replicate(spot_check=False)
+_REPLICATE = One(replicate(spot_check=False))
 _START = (
     update(J).where(J.c.id == bindparam("job")).values(started_at=bindparam("now", type_=Float))
 )
@@ -117,7 +118,7 @@ def claim(conn: Connection, taker: Taker, n: int, distinct: bool, now: float) ->
     """Leases up to n units to one worker, highest priority job first."""
     worker, addr = taker.worker, taker.addr
     out: list[Claimed] = []
-    for job_id, policy_text, started in conn.execute(_JOBS).all():
+    for job_id, policy_text, started in _JOBS.all(conn):
         if len(out) >= n:
             break
         ids = claim_unit_ids(conn, job_id, worker, addr, distinct, n - len(out))
@@ -132,7 +133,7 @@ def claim(conn: Connection, taker: Taker, n: int, distinct: bool, now: float) ->
 def _lease(
     conn: Connection, job_id: int, ids: list[int], taker: Taker, deadline: float, now: float
 ) -> list[Claimed]:
-    units = {r[0]: r for r in conn.execute(_ISSUE, {"ids": ids, "now": now}).all()}
+    units = {r[0]: r for r in _ISSUE.all(conn, {"ids": ids, "now": now})}
     params = {
         "ids": ids,
         "worker": taker.worker,
@@ -141,7 +142,7 @@ def _lease(
         "deadline": deadline,
         "now": now,
     }
-    leases = sorted((r[0], r[1]) for r in conn.execute(_REPLICATE, params).all())
+    leases = sorted((r[0], r[1]) for r in _REPLICATE.all(conn, params))
     return claimed(job_id, leases, units, deadline)
 
 
@@ -232,8 +233,8 @@ def replace_replicas(  # type: ignore[no-untyped-def]
 
 _FIXED = ("id", "job_id", "idx", "loaded_state")  # what UnitRow.values never writes
 _UNIT_COLS = [U.c[name] for name in UnitRow.__dataclass_fields__ if name != "loaded_state"]
-_LOAD = select(*_UNIT_COLS).where(in_ids(U.c.id)).order_by(U.c.id).with_for_update()
-_LOAD_SPECS = (
+_LOAD = One(select(*_UNIT_COLS).where(in_ids(U.c.id)).order_by(U.c.id).with_for_update())
+_LOAD_SPECS = One(
     select(*_UNIT_COLS, U.c.params, U.c.inputs)
     .where(in_ids(U.c.id))
     .order_by(U.c.id)
@@ -242,7 +243,7 @@ _LOAD_SPECS = (
 _N_UNIT_COLS = len(_UNIT_COLS)
 _SAVED = [*(name for name in UnitRow.__dataclass_fields__ if name not in _FIXED), "updated_at"]
 _SAVE = Many(update(U).where(U.c.id == bindparam("b_id")).values({k: bindparam(k) for k in _SAVED}))
-_FINISH = (
+_FINISH = One(
     update(J)
     .where(J.c.id == bindparam("job"))
     .values(
@@ -264,9 +265,13 @@ _REOPEN = (
         updated_at=bindparam("now", type_=Float),
     )
 )
-_CLOSE = (
+_CLOSE = One(
     update(J)
-    .where(J.c.id == bindparam("job"), J.c.open_units <= 0, J.c.state.in_(("running", "paused")))
+    .where(
+        J.c.id == bindparam("job"),
+        J.c.open_units <= 0,
+        or_(J.c.state == "running", J.c.state == "paused"),  # One: no expanding IN
+    )
     .values(
         state=case((J.c.failed_units > 0, "failed"), else_="done"),
         finished_at=bindparam("now", type_=Float),
@@ -275,7 +280,7 @@ _CLOSE = (
 
 
 def load_units(conn: Connection, ids: Iterable[int]) -> list[UnitRow]:
-    return [UnitRow(*r) for r in conn.execute(_LOAD, {"ids": list(ids)}).all()]
+    return [UnitRow(*r) for r in _LOAD.all(conn, {"ids": list(ids)})]
 
 
 def load_units_and_specs(
@@ -285,7 +290,7 @@ def load_units_and_specs(
     out: list[UnitRow] = []
     specs: dict[int, tuple[str, str]] = {}
     n = _N_UNIT_COLS
-    for r in conn.execute(_LOAD_SPECS, {"ids": list(ids)}).all():
+    for r in _LOAD_SPECS.all(conn, {"ids": list(ids)}):
         out.append(UnitRow(*r[:n]))
         specs[r[0]] = (r[n], r[n + 1])
     return out, specs
@@ -331,8 +336,8 @@ def finish_jobs(conn: Connection, ended: Ended, now: float) -> None:
 def finish_units(conn: Connection, job_id: int, done: int, failed: int, now: float) -> None:
     """Folds units that just ended into their job's counters; closes the job when none is open."""
     params = {"job": job_id, "ended": done + failed, "done": done, "failed": failed, "now": now}
-    conn.execute(_FINISH, params)
-    conn.execute(_CLOSE, {"job": job_id, "now": now})
+    _FINISH.run(conn, params)
+    _CLOSE.run(conn, {"job": job_id, "now": now})
 
 
 def job_policies(conn: Connection, job_ids: Iterable[int]) -> dict[int, Policy]:

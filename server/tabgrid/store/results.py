@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Float, bindparam, select, update
 
-from tabgrid.store.sql import Many, in_ids, insert_ignore
+from tabgrid.store.sql import Many, One, in_ids, insert_ignore
 from tabgrid.store.tables import BlobUse, Replica
 
 R = Replica.__table__  # type: ignore[attr-defined]
@@ -44,7 +44,7 @@ class Returned(NamedTuple):
 # The hot statements are built once: building and cache-keying a statement costs more than
 # running it. Their id lists are one bound parameter (sql.in_ids): the SQL text stays the same
 # whatever the count, so neither SQLAlchemy nor the driver works it out again per execution.
-_LEASES = (
+_LEASES = One(
     select(
         R.c.id,
         R.c.unit_id,
@@ -59,9 +59,9 @@ _LEASES = (
     .order_by(R.c.id)
     .with_for_update()
 )
-_LIVE = select(R.c.unit_id, R.c.worker_id).where(in_ids(R.c.unit_id), R.c.state != "released")
+_LIVE = One(select(R.c.unit_id, R.c.worker_id).where(in_ids(R.c.unit_id), R.c.state != "released"))
 _STORED = frozenset(("returned", "valid"))
-_DECIDING = (
+_DECIDING = One(
     select(
         R.c.unit_id,
         R.c.id,
@@ -75,7 +75,7 @@ _DECIDING = (
     .where(in_ids(R.c.unit_id))
     .order_by(R.c.returned_at, R.c.id)
 )
-_JUDGE = update(R).where(in_ids(R.c.id)).values(state=bindparam("state"))
+_JUDGE = One(update(R).where(in_ids(R.c.id)).values(state=bindparam("state")))
 _SAVE = Many(
     update(R)
     .where(R.c.id == bindparam("b_id"))
@@ -91,7 +91,7 @@ _SAVE = Many(
 
 def held(conn: Connection, lease_ids: list[int]) -> dict[int, Held]:
     """The replicas these leases name, locked for this transaction."""
-    return {r[0]: Held._make(r) for r in conn.execute(_LEASES, {"ids": lease_ids}).all()}
+    return {r[0]: Held._make(r) for r in _LEASES.all(conn, {"ids": lease_ids})}
 
 
 def live_pairs(conn: Connection, released: list[Held]) -> set[tuple[int, str]]:
@@ -99,7 +99,7 @@ def live_pairs(conn: Connection, released: list[Held]) -> set[tuple[int, str]]:
     if not released:
         return set()
     units = list({r.unit_id for r in released})
-    return {(u, w) for u, w in conn.execute(_LIVE, {"ids": units}).all()}
+    return {(u, w) for u, w in _LIVE.all(conn, {"ids": units})}
 
 
 def deciding(conn: Connection, unit_ids: list[int]) -> list[Returned]:
@@ -108,13 +108,13 @@ def deciding(conn: Connection, unit_ids: list[int]) -> list[Returned]:
         return []
     # The states are filtered here: a unit has a handful of replicas, and a condition on state
     # lets PostgreSQL walk replicas_worker_state over every result of the database.
-    rows = conn.execute(_DECIDING, {"ids": unit_ids}).all()
+    rows = _DECIDING.all(conn, {"ids": unit_ids})
     return [Returned._make(r) for r in rows if r[3] in _STORED]
 
 
 def judge(conn: Connection, replica_ids: list[int], state: str) -> None:
     if replica_ids:
-        conn.execute(_JUDGE, {"ids": replica_ids, "state": state})
+        _JUDGE.run(conn, {"ids": replica_ids, "state": state})
 
 
 def save_replicas(conn: Connection, rows: list[dict], now: float) -> None:

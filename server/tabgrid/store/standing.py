@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Float, bindparam, func, select, update
 
 from tabgrid.protocol import Stats
-from tabgrid.store.sql import Many, in_ids
+from tabgrid.store.sql import Many, One, in_ids
 from tabgrid.store.tables import Replica, Worker
 
 R = Replica.__table__  # type: ignore[attr-defined]
@@ -55,9 +55,11 @@ _CREDIT = Many(
 _PENDING = (
     select(func.count()).where(R.c.worker_id == W.c.id, R.c.state == "returned").scalar_subquery()
 )
-_STATS = select(
-    W.c.id, W.c.results, W.c.valid, W.c.invalid, W.c.errors, _PENDING, W.c.credit
-).where(in_ids(W.c.id))
+_STATS = One(
+    select(W.c.id, W.c.results, W.c.valid, W.c.invalid, W.c.errors, _PENDING, W.c.credit).where(
+        in_ids(W.c.id)
+    )
+)
 
 
 def credit(conn: Connection, tallies: dict[str, Tally], now: float) -> dict[str, Stats]:
@@ -67,9 +69,9 @@ def credit(conn: Connection, tallies: dict[str, Tally], now: float) -> dict[str,
     deltas = [_delta(wid, t, now) for wid, t in tallies.items()]
     _CREDIT.run(conn, deltas)
     stats: dict[str, Stats] = {}
-    for wid, results, valid, invalid, errors, pending, credit_ in conn.execute(
-        _STATS, {"ids": list(tallies)}
-    ).all():
+    for wid, results, valid, invalid, errors, pending, credit_ in _STATS.all(
+        conn, {"ids": list(tallies)}
+    ):
         stats[wid] = Stats(
             results=results,
             valid=valid,

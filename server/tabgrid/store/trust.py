@@ -11,7 +11,7 @@ from sqlalchemy import Connection, bindparam, case, func, select, text, update
 
 from tabgrid.protocol import Policy
 from tabgrid.store.leases import Claimed, Taker, claimed, replicate
-from tabgrid.store.sql import NO_ANTI_JOIN, OPAQUE_DISTINCT, in_id_order, in_ids
+from tabgrid.store.sql import NO_ANTI_JOIN, OPAQUE_DISTINCT, One, in_id_order, in_ids
 from tabgrid.store.tables import Job, Replica, Unit, Worker
 
 U = Unit.__table__  # type: ignore[attr-defined]
@@ -33,11 +33,11 @@ class Evidence:
         return self.checks + self.streak
 
 
-_EVIDENCE = select(W.c.id, W.c.checks_passed, W.c.consecutive_valid).where(in_ids(W.c.id))
+_EVIDENCE = One(select(W.c.id, W.c.checks_passed, W.c.consecutive_valid).where(in_ids(W.c.id)))
 
 
 def evidence(conn: Connection, worker_ids: list[str]) -> dict[str, Evidence]:
-    rows = conn.execute(_EVIDENCE, {"ids": worker_ids}).all()
+    rows = _EVIDENCE.all(conn, {"ids": worker_ids})
     return {wid: Evidence(c, s) for wid, c, s in rows}
 
 
@@ -58,6 +58,7 @@ LIMIT :n
 _KNOWN_SQLITE = text(_KNOWN_UNITS.format(fence="", distinct=":distinct"))
 # sql.NO_ANTI_JOIN, sql.OPAQUE_DISTINCT and sql.in_id_order: why
 _KNOWN_PG = text(_KNOWN_UNITS.format(fence=NO_ANTI_JOIN, distinct=OPAQUE_DISTINCT))
+_KNOWN = {"postgresql": One(_KNOWN_PG), "sqlite": One(_KNOWN_SQLITE)}
 _ID_RANGE = select(func.min(U.c.id), func.max(U.c.id)).where(U.c.job_id == bindparam("job"))
 _CHECK_REPLICAS = replicate(spot_check=True)
 _UNIT_SPECS = select(U.c.id, U.c.idx, U.c.params, U.c.inputs).where(in_ids(U.c.id))
@@ -93,7 +94,7 @@ def claim_checks(
     worker, addr = taker.worker, taker.addr
     start = lo + int((hi - lo) * start_fraction)
     params = {"job": job_id, "worker": worker, "addr": addr, "distinct": distinct, "n": n}
-    known = _KNOWN_PG if conn.dialect.name == "postgresql" else _KNOWN_SQLITE
+    known = _KNOWN[conn.dialect.name]
     ids = in_id_order(conn, known, params | {"start": start})
     if len(ids) < n and start > lo:
         more = in_id_order(conn, known, params | {"start": lo, "n": n - len(ids)})

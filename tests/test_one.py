@@ -1,0 +1,92 @@
+"""sql.One, a statement run on the driver's own cursor: the same rows as SQLAlchemy returns,
+its types' processing included, on both backends; listeners still see it; what it cannot
+compile once is refused when it is first run."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    select,
+    update,
+)
+
+from tabgrid.store.db import normalize_url
+from tabgrid.store.sql import One, in_ids
+
+meta = MetaData()
+T = Table(
+    "one_probe",
+    meta,
+    Column("id", Integer, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("flag", Boolean, nullable=False),
+    Column("at", Float),
+)
+ROWS = [{"id": i, "name": f"w{i}", "flag": i % 3 == 0, "at": i / 4} for i in range(1, 51)]
+
+BY_IDS = select(T.c.id, T.c.name, T.c.flag, T.c.at).where(in_ids(T.c.id)).order_by(T.c.id)
+# A literal in the statement ("renamed") and a bound value; RETURNING a boolean.
+RENAME = (
+    update(T)
+    .where(in_ids(T.c.id), T.c.at >= bindparam("least", type_=Float))
+    .values(name="renamed")
+    .returning(T.c.id, T.c.flag)
+)
+
+
+@pytest.fixture
+def engine(db_url: str):  # type: ignore[no-untyped-def]
+    engine = create_engine(normalize_url(db_url))
+    with engine.begin() as conn:
+        meta.create_all(conn)
+        conn.execute(T.insert(), ROWS)
+    yield engine
+    with engine.begin() as conn:
+        meta.drop_all(conn)
+    engine.dispose()
+
+
+def test_one_returns_what_sqlalchemy_returns(engine) -> None:  # type: ignore[no-untyped-def]
+    one = One(BY_IDS)
+    with engine.begin() as conn:
+        for ids in ([], [7], [9, 3, 3, 999], list(range(1, 51))):
+            want = [tuple(r) for r in conn.execute(BY_IDS, {"ids": ids})]
+            got = one.all(conn, {"ids": ids})
+            assert got == want, ids
+            assert all(type(r[2]) is bool for r in got), "booleans come back as booleans"
+
+
+def test_one_writes_in_the_callers_transaction(engine) -> None:  # type: ignore[no-untyped-def]
+    rename = One(RENAME)
+    with engine.connect() as conn:
+        with conn.begin() as tx:
+            got = sorted(rename.all(conn, {"ids": [2, 3, 4, 40], "least": 0.8}))
+            assert got == [(4, False), (40, False)], "id 2 and 3 are below 'least'; 3 is kept"
+            assert conn.execute(select(T.c.name).where(T.c.id == 4)).scalar_one() == "renamed"
+            tx.rollback()
+        assert conn.execute(select(T.c.name).where(T.c.id == 4)).scalar_one() == "w4"
+
+
+def test_listeners_see_what_one_runs(engine) -> None:  # type: ignore[no-untyped-def]
+    seen: list[str] = []
+    one = One(BY_IDS)
+    event.listen(engine, "before_cursor_execute", lambda c, cur, sql, *a: seen.append(sql))
+    with engine.begin() as conn:
+        assert [r[0] for r in one.all(conn, {"ids": [5, 6]})] == [5, 6]
+    assert any("one_probe" in s for s in seen), seen
+
+
+def test_an_expanding_in_is_refused(engine) -> None:  # type: ignore[no-untyped-def]
+    one = One(select(T.c.id).where(T.c.name.in_(["w1", "w2"])))
+    with engine.begin() as conn, pytest.raises(ValueError, match="expanding IN"):
+        one.all(conn)
