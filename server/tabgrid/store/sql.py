@@ -120,12 +120,24 @@ class One:
             c.type.dialect_impl(dialect).result_processor(dialect, d[1])
             for c, d in zip(columns, description, strict=False)
         ]
-        rows: Callable[[list], list] | None = None
-        if any(procs):
-            fns = [p or _same for p in procs] + [_same] * (len(description) - len(procs))
-            rows = lambda rs: [tuple(f(v) for f, v in zip(fns, r, strict=True)) for r in rs]  # noqa: E731
-        form = self._forms[dialect.name] = form._replace(rows=rows)
+        todo = [(i, p) for i, p in enumerate(procs) if p is not None]
+        form = self._forms[dialect.name] = form._replace(rows=_processing(todo) if todo else None)
         return form
+
+
+def _processing(todo: list[tuple[int, Callable[[Any], Any]]]) -> Callable[[list], list]:
+    """Rows with the columns that need it (by position) processed, the rest as they came."""
+
+    def rows(rs: list) -> list:
+        out = []
+        for r in rs:
+            values = list(r)
+            for i, p in todo:
+                values[i] = p(values[i])
+            out.append(tuple(values))
+        return out
+
+    return rows
 
 
 def _not_yet(rows: list) -> list:
@@ -136,10 +148,6 @@ class _Form(NamedTuple):
     sql: str
     bind: Callable[[dict[str, Any]], Any]
     rows: Callable[[list], list] | None  # _not_yet until it first returned rows
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _result_columns(stmt: Executable) -> list[ColumnElement[Any]]:
