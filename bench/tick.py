@@ -73,7 +73,7 @@ def run(db: str, units: int, slots: int, profile: bool) -> float:
         pending = []
         for wid, got in res.claims.items():
             for c in got:
-                out = answers[c.params["i"]]
+                out = answers[c.index]  # unit i has params {"i": i}
                 pending.append(Incoming(wid, ResultItem(lease=c.lease, outputs={"digest": out})))
         if not pending:
             break

@@ -196,7 +196,7 @@ def test_a_hold_that_lands_while_a_claim_runs_leaves_no_negative_credit(
     scheduler.validator._contexts[1] = JobContext(kernels.get("checksum"), Policy(), {}, {}, "k1")
     peer.jobs_sent, peer.idle_reason, peer.leases = {"k1"}, None, set()
     peer.credit = 0  # the hold came in after the tick read a credit of 1
-    scheduler._send_leases(peer, [Claimed(7, 1, 1, 0, {}, {}, 0.0)])
+    scheduler._send_leases(peer, [Claimed(7, 1, 1, 0, "{}", "{}", 0.0)])
     assert peer.credit == 0 and peer.leases == {7}
     scheduler.ready(peer, 1)
     assert peer.credit == 1, "a later ready must be heard"

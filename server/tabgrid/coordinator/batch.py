@@ -16,7 +16,7 @@ from tabgrid.coordinator.reference_answers import as_array, read_array
 from tabgrid.protocol import BlobRef, Output, ResultItem, Stats
 from tabgrid.store import blob_rows
 from tabgrid.store import results as results_q
-from tabgrid.store.codec import loads, loads_inputs, strip_data
+from tabgrid.store.codec import loads, loads_inputs, loads_outputs, strip_data
 from tabgrid.store.leases import Ended
 from tabgrid.store.results import Held
 
@@ -93,9 +93,12 @@ class Batch:
         accepted: list[tuple[Incoming, Held]],
         updates: dict[int, dict],
         now: float,
+        parsed: dict[int, dict[str, Output]] | None = None,
     ) -> Batch:
         """Each unit's results in return order: those stored before, then this batch's (not
-        written yet), ordered as `ORDER BY returned_at, id` would order them once written."""
+        written yet), ordered as `ORDER BY returned_at, id` would order them once written.
+        Stored results carry their outputs as JSON text; this batch's come ``parsed``, as
+        their rows' JSON was just encoded from them (Batch.outputs reads either)."""
         keyed: dict[int, list] = {}
         addresses: dict[int, str] = {}
         spot: set[int] = set()
@@ -113,7 +116,8 @@ class Batch:
                 row = updates[rep.id]
                 if row["state"] == "returned" and rep.unit_id in wanted:
                     at = row["returned_at"]
-                    item = (at, rep.id, [rep.id, inc.worker, "returned", row["outputs"]])
+                    outputs = (parsed or {}).get(rep.id, row["outputs"])
+                    item = (at, rep.id, [rep.id, inc.worker, "returned", outputs])
                     keyed.setdefault(rep.unit_id, []).append(item)
                     addresses[rep.id] = rep.client_addr
                     if rep.spot_check:
@@ -123,6 +127,11 @@ class Batch:
         }
         first = {uid: min(at for at, _, _ in rows) for uid, rows in keyed.items()}
         return cls(replicas, specs, first, addresses, spot)
+
+    @staticmethod
+    def outputs(stored: str | dict[str, Output]) -> dict[str, Output]:
+        """A result's outputs from a replicas entry: JSON text when stored before."""
+        return loads_outputs(stored) if isinstance(stored, str) else stored
 
     def spec(self, unit_id: int, ctx: JobContext) -> tuple[dict, dict[str, BlobRef]]:
         """The unit's merged params and inputs: the job's, overridden by the unit's own."""

@@ -56,6 +56,7 @@ class Round:
         # Deterministic error claims per unit: (worker, text), stored ones and this batch's.
         self._claims: dict[int, list[tuple[str, str]]] = {}
         self._failed_jobs: dict[int, str] = {}  # job -> why, when a shader error fails it
+        self._parsed: dict[int, dict[str, Output]] = {}  # replica -> its outputs, as stored
 
     def record(self, batch: list[Incoming], banned: frozenset[str], defer_jobs: bool) -> Outcome:
         conn, now, out = self._conn, self._now, self._outcome
@@ -89,7 +90,7 @@ class Round:
             if o.data is None
         }
         todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
-        batch_ = Batch.load(conn, [u.id for u in todo], specs, accepted, updates, now)
+        batch_ = Batch.load(conn, [u.id for u in todo], specs, accepted, updates, now, self._parsed)
         self._verdicts.load_evidence(conn, batch_)
         for u in todo:
             out.new_work |= self._verdicts.validate(conn, u, batch_, tallies)
@@ -247,7 +248,7 @@ class Round:
         if policy.compare != "exact" or policy.error_rate is not None:
             # Comparisons will read the bytes; and backtracking may make any result canonical.
             self._outputs.keep(inc.item.outputs or {}, u.job_id)
-        outputs = strip_data(inc.item.outputs or {})
+        outputs = self._parsed[rep.id] = strip_data(inc.item.outputs or {})
         return row | {"state": "returned", "error": None, "outputs": dumps(outputs)}
 
     def _deterministic(self, inc: Incoming, u: UnitRow, error: str, conn: Connection) -> bool:

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+import msgspec
 from sqlalchemy import Connection
 
 from tabgrid.blobs import BlobStore, digest_of
@@ -504,8 +505,8 @@ class Scheduler:
                 job=c.job,
                 unit=c.unit,
                 index=c.index,
-                params=c.params,
-                inputs=c.inputs,
+                params=msgspec.Raw(c.params_json),  # type: ignore[arg-type]
+                inputs=msgspec.Raw(c.inputs_json),  # type: ignore[arg-type]
                 deadline=c.deadline,
                 spec=self.validator.known(c.job).key,
             )

@@ -84,7 +84,7 @@ class Verdicts:
         ctx = self._contexts(conn, u.job_id)
         policy = ctx.policy
         reps = b.replicas.get(u.id, [])
-        fresh = [Candidate(r[0], loads_outputs(r[3])) for r in reps if r[2] == "returned"]
+        fresh = [Candidate(r[0], b.outputs(r[3])) for r in reps if r[2] == "returned"]
         owner = {r[0]: r[1] for r in reps}
         if not fresh:
             return self._refill(u, policy) if u.id in self.rejudged and not u.final else False

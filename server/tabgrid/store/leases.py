@@ -43,9 +43,19 @@ class Claimed:
     job: int
     unit: int
     index: int
-    params: dict
-    inputs: dict[str, BlobRef]
+    # The unit's own params and inputs as stored (JSON text, valid since submission): the
+    # lease message carries them as they are, not decoded here and encoded again.
+    params_json: str
+    inputs_json: str
     deadline: float
+
+    @property
+    def params(self) -> dict:
+        return loads(self.params_json)
+
+    @property
+    def inputs(self) -> dict[str, BlobRef]:
+        return loads_inputs(self.inputs_json)
 
 
 # The hot statements are built once: building and cache-keying a statement costs more than
@@ -157,8 +167,8 @@ def claimed(
             job=job_id,
             unit=uid,
             index=units[uid][1],
-            params=loads(units[uid][2]),
-            inputs=loads_inputs(units[uid][3]),
+            params_json=units[uid][2],
+            inputs_json=units[uid][3],
             deadline=deadline,
         )
         for lid, uid in leases
