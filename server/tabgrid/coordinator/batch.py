@@ -116,7 +116,7 @@ class Batch:
                 row = updates[rep.id]
                 if row["state"] == "returned" and rep.unit_id in wanted:
                     at = row["returned_at"]
-                    outputs = (parsed or {}).get(rep.id, row["outputs"])
+                    outputs = parsed.get(rep.id, row["outputs"]) if parsed else row["outputs"]
                     item = (at, rep.id, [rep.id, inc.worker, "returned", outputs])
                     keyed.setdefault(rep.unit_id, []).append(item)
                     addresses[rep.id] = rep.client_addr
