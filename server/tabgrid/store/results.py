@@ -73,7 +73,6 @@ _DECIDING = One(
         R.c.spot_check,
     )
     .where(in_ids(R.c.unit_id))
-    .order_by(R.c.returned_at, R.c.id)
 )
 _JUDGE = One(update(R).where(in_ids(R.c.id)).values(state=bindparam("state")))
 _SAVE = Many(
@@ -103,7 +102,8 @@ def live_pairs(conn: Connection, released: list[Held]) -> set[tuple[int, str]]:
 
 
 def deciding(conn: Connection, unit_ids: list[int]) -> list[Returned]:
-    """The stored results (returned or valid) of these units, in return order."""
+    """The stored results (returned or valid) of these units, in no order: Batch.load orders
+    them with the batch's own (an ORDER BY here sorted every row of the tick once more)."""
     if not unit_ids:
         return []
     # The states are filtered here: a unit has a handful of replicas, and a condition on state
