@@ -77,6 +77,16 @@ def test_one_writes_in_the_callers_transaction(engine) -> None:  # type: ignore[
         assert conn.execute(select(T.c.name).where(T.c.id == 4)).scalar_one() == "w4"
 
 
+def test_outside_a_transaction_one_writes_in_the_one_sqlalchemy_begins(engine) -> None:  # type: ignore[no-untyped-def]
+    rename = One(RENAME)
+    with engine.connect() as conn:
+        assert not conn.in_transaction()
+        assert rename.all(conn, {"ids": [6], "least": 0.0}) == [(6, True)]
+        assert conn.in_transaction(), "SQLAlchemy began it, as for any statement"
+        conn.rollback()
+        assert conn.execute(select(T.c.name).where(T.c.id == 6)).scalar_one() == "w6"
+
+
 def test_listeners_see_what_one_runs(engine) -> None:  # type: ignore[no-untyped-def]
     seen: list[str] = []
     one = One(BY_IDS)
@@ -90,3 +100,6 @@ def test_an_expanding_in_is_refused(engine) -> None:  # type: ignore[no-untyped-
     one = One(select(T.c.id).where(T.c.name.in_(["w1", "w2"])))
     with engine.begin() as conn, pytest.raises(ValueError, match="expanding IN"):
         one.all(conn)
+    limited = One(select(T.c.id).limit(bindparam("n", type_=Integer, literal_execute=True)))
+    with engine.begin() as conn, pytest.raises(ValueError, match="literal_execute"):
+        limited.all(conn, {"n": 3})

@@ -71,8 +71,7 @@ _DECIDING = One(
         R.c.returned_at,
         R.c.client_addr,
         R.c.spot_check,
-    )
-    .where(in_ids(R.c.unit_id))
+    ).where(in_ids(R.c.unit_id))
 )
 _JUDGE = One(update(R).where(in_ids(R.c.id)).values(state=bindparam("state")))
 _SAVE = Many(

@@ -60,20 +60,24 @@ class One:
     plain tuples. SQLAlchemy's execution of a compiled statement (its parameters, result
     metadata, row objects) costs about 30 us, several times what a small indexed statement
     costs SQLite; a tick runs about twenty. Values are processed as SQLAlchemy would where a
-    type asks for it (in_ids' lists, booleans on SQLite). With cursor listeners attached
-    (tests that watch the statements) it runs through SQLAlchemy, so they see it."""
+    type asks for it (in_ids' lists, booleans on SQLite). It runs through SQLAlchemy instead
+    when cursor listeners are attached (tests that watch the statements see it) and when no
+    transaction is open (SQLAlchemy's autobegin opens one; a bare cursor would write outside
+    it, at once on SQLite)."""
 
     def __init__(self, stmt: Executable) -> None:
         self.stmt = stmt
-        self._forms: dict[str, _Form] = {}
+        self._forms: dict[tuple[str, str], _Form] = {}  # by dialect and driver
 
     def all(self, conn: Connection, params: dict[str, Any] | None = None) -> list[tuple]:
         """The statement's rows (or its RETURNING rows; none for a plain write)."""
         params = params or {}
-        if conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute:
+        watched = conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute
+        if watched or not conn.in_transaction():
             res = conn.execute(self.stmt, params)
             return [tuple(r) for r in res] if res.returns_rows else []
-        form = self._forms.get(conn.dialect.name) or self._compile(conn.dialect)
+        dialect = conn.dialect
+        form = self._forms.get((dialect.name, dialect.driver)) or self._compile(dialect)
         cur = conn.connection.cursor()
         try:
             cur.execute(form.sql, form.bind(params))
@@ -81,7 +85,7 @@ class One:
                 return []
             rows = cur.fetchall()
             if form.rows is _not_yet:
-                form = self._results(conn.dialect, form, cur.description)
+                form = self._results(dialect, form, cur.description)
         finally:
             cur.close()
         return form.rows(rows) if form.rows is not None else rows
@@ -92,8 +96,11 @@ class One:
     def _compile(self, dialect: Dialect) -> _Form:
         compiled = self.stmt.compile(dialect=dialect)
         binds = compiled.binds
-        if any(b.expanding for b in binds.values()):
-            raise ValueError(f"an expanding IN cannot be compiled once: {compiled.string}")
+        if any(b.expanding or b.literal_execute for b in binds.values()):
+            raise ValueError(
+                f"a value rendered into the SQL (an expanding IN, literal_execute) cannot be "
+                f"compiled once: {compiled.string}"
+            )
         fixed = {n: b.effective_value for n, b in binds.items() if not b.required}
         process = {
             n: p
@@ -110,7 +117,7 @@ class One:
                 return tuple(values[n] for n in names)
             return {n: values[n] for n in names}
 
-        form = self._forms[dialect.name] = _Form(compiled.string, bind, _not_yet)
+        form = self._forms[dialect.name, dialect.driver] = _Form(compiled.string, bind, _not_yet)
         return form
 
     def _results(self, dialect: Dialect, form: _Form, description: Sequence) -> _Form:
@@ -121,7 +128,8 @@ class One:
             for c, d in zip(columns, description, strict=False)
         ]
         todo = [(i, p) for i, p in enumerate(procs) if p is not None]
-        form = self._forms[dialect.name] = form._replace(rows=_processing(todo) if todo else None)
+        rows = _processing(todo) if todo else None
+        form = self._forms[dialect.name, dialect.driver] = form._replace(rows=rows)
         return form
 
 
