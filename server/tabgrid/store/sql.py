@@ -56,8 +56,8 @@ class Many:
 
 
 class One:
-    """A statement compiled once per dialect and run on the driver's own cursor, returning
-    plain tuples. SQLAlchemy's execution of a compiled statement (its parameters, result
+    """A statement compiled once per dialect and driver, run on the driver's own cursor,
+    returning plain tuples. SQLAlchemy's execution of a compiled statement (its parameters, result
     metadata, row objects) costs about 30 us, several times what a small indexed statement
     costs SQLite; a tick runs about twenty. Values are processed as SQLAlchemy would where a
     type asks for it (in_ids' lists, booleans on SQLite). It runs through SQLAlchemy instead
