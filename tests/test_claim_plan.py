@@ -8,7 +8,7 @@ import json
 from sqlalchemy import text
 
 from tabgrid.store import Store
-from tabgrid.store.sql import _CLAIM_PG, in_id_order
+from tabgrid.store.sql import _CLAIM_PG, One, in_id_order
 from tabgrid.store.trust import _KNOWN_PG
 from test_store import claim, submit, worker
 
@@ -25,7 +25,7 @@ def _nodes(plan: dict):  # type: ignore[no-untyped-def]
 def _explain(store: Store, stmt, params: dict) -> list[dict]:  # type: ignore[no-untyped-def]
     def run(conn):  # type: ignore[no-untyped-def]
         explain = text("EXPLAIN (ANALYZE, FORMAT JSON) " + stmt.text)
-        (raw,) = in_id_order(conn, explain, params)  # as the claims run it
+        (raw,) = in_id_order(conn, One(explain), params)  # as the claims run it
         conn.rollback()  # the claim's row locks
         return raw
 

@@ -92,13 +92,14 @@ class Batch:
         specs: dict[int, tuple[str, str]],
         accepted: list[tuple[Incoming, Held]],
         updates: dict[int, dict],
+        parsed: dict[int, dict[str, Output]],
         now: float,
-        parsed: dict[int, dict[str, Output]] | None = None,
     ) -> Batch:
         """Each unit's results in return order: those stored before, then this batch's (not
         written yet), ordered as `ORDER BY returned_at, id` would order them once written.
-        Stored results carry their outputs as JSON text; this batch's come ``parsed``, as
-        their rows' JSON was just encoded from them (Batch.outputs reads either)."""
+        Stored results carry their outputs as JSON text; this batch's come decoded, in
+        ``parsed`` by replica, as their rows' JSON was just encoded from them (Batch.outputs
+        reads either)."""
         keyed: dict[int, list] = {}
         addresses: dict[int, str] = {}
         spot: set[int] = set()
@@ -116,8 +117,7 @@ class Batch:
                 row = updates[rep.id]
                 if row["state"] == "returned" and rep.unit_id in wanted:
                     at = row["returned_at"]
-                    outputs = parsed.get(rep.id, row["outputs"]) if parsed else row["outputs"]
-                    item = (at, rep.id, [rep.id, inc.worker, "returned", outputs])
+                    item = (at, rep.id, [rep.id, inc.worker, "returned", parsed[rep.id]])
                     keyed.setdefault(rep.unit_id, []).append(item)
                     addresses[rep.id] = rep.client_addr
                     if rep.spot_check:

@@ -90,7 +90,7 @@ class Round:
             if o.data is None
         }
         todo = [u for u in units.values() if not u.final or u.loaded_state == "done"]
-        batch_ = Batch.load(conn, [u.id for u in todo], specs, accepted, updates, now, self._parsed)
+        batch_ = Batch.load(conn, [u.id for u in todo], specs, accepted, updates, self._parsed, now)
         self._verdicts.load_evidence(conn, batch_)
         for u in todo:
             out.new_work |= self._verdicts.validate(conn, u, batch_, tallies)
@@ -133,7 +133,7 @@ class Round:
         conn, out = self._conn, self._outcome
         loaded, specs = load_units_and_specs(conn, unit_ids)
         todo = [u for u in loaded if u.state == "validating"]
-        b = Batch.load(conn, [u.id for u in todo], specs, [], {}, self._now)
+        b = Batch.load(conn, [u.id for u in todo], specs, [], {}, {}, self._now)
         self._verdicts.load_evidence(conn, b)
         tallies: dict[str, Tally] = {}
         for u in todo:
@@ -181,7 +181,7 @@ class Round:
                 u.results = standing_now.get(u.id, 0)
         todo = [u for u in loaded if not u.final]
         self._verdicts.rejudged = {u.id for u in todo}
-        b = Batch.load(conn, [u.id for u in todo], specs, [], {}, now)
+        b = Batch.load(conn, [u.id for u in todo], specs, [], {}, {}, now)
         self._verdicts.load_evidence(conn, b)
         again: dict[str, Tally] = {}  # verdicts given before: not credited twice
         for u in todo:

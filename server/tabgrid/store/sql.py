@@ -7,7 +7,7 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 import msgspec
-from sqlalchemy import Boolean, Connection, Dialect, Table, Text, TextClause, bindparam, text
+from sqlalchemy import Boolean, Connection, Dialect, Table, Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
@@ -21,10 +21,10 @@ Rows = Sequence[dict[str, Any]]
 
 
 class Many:
-    """An INSERT or UPDATE compiled once per dialect (and set of keys), run as the driver's own
-    executemany. SQLAlchemy processes every row's parameters in Python, which costs more than
-    the write; these statements bind plain numbers, text and bytes, which drivers take as is.
-    Column defaults computed in Python are not applied: a statement that needs one fails here."""
+    """An INSERT or UPDATE compiled once per dialect and driver (and set of keys), run as the
+    driver's own executemany. SQLAlchemy processes every row's parameters in Python, which
+    costs more than the write. Column defaults computed in Python are not applied: a statement
+    that needs one fails here."""
 
     def __init__(self, stmt: UpdateBase) -> None:
         self.stmt = stmt
@@ -33,26 +33,54 @@ class Many:
     def run(self, conn: Connection, rows: Rows) -> None:
         if not rows:
             return
-        key = (conn.dialect.name, *rows[0])
+        dialect = conn.dialect
+        key = (dialect.name, dialect.driver, *rows[0])
         form = self._forms.get(key)
         if form is None:
-            form = self._forms[key] = self._compile(conn.dialect, list(rows[0]))
+            form = self._forms[key] = self._compile(dialect, list(rows[0]))
         sql, shape = form
         conn.exec_driver_sql(sql, [shape(r) for r in rows])
 
     def _compile(self, dialect: Dialect, keys: list[str]) -> tuple[str, Callable[[dict], Any]]:
         compiled = self.stmt.compile(dialect=dialect, column_keys=keys)
-        fixed = {n: b.effective_value for n, b in compiled.binds.items() if n not in keys}
-        names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
-        unknown = [n for n in names if n not in keys and fixed.get(n) is None]
+        unknown = [n for n, b in compiled.binds.items() if n not in keys and b.required]
         if unknown:
             raise ValueError(f"no value for bind parameter(s) {unknown} of {compiled.string}")
-        if not compiled.positional:
-            return compiled.string, (lambda r: fixed | r) if fixed else dict
-        pick = itemgetter(*names)
-        if len(names) == 1:
-            return compiled.string, lambda r: (pick(fixed | r),)
-        return compiled.string, (lambda r: pick(fixed | r)) if fixed else pick
+        return compiled.string, _binder(compiled, dialect)
+
+
+def _binder(compiled: SQLCompiler, dialect: Dialect) -> Callable[[dict[str, Any]], Any]:
+    """How a dict of values becomes the driver's parameters for a statement compiled once: the
+    values the statement fixes filled in, each type's bind processor applied (as SQLAlchemy
+    would: in_ids' lists, booleans on SQLite), in the driver's paramstyle."""
+    binds = compiled.binds
+    if any(b.expanding or b.literal_execute for b in binds.values()):
+        raise ValueError(
+            "a value rendered into the SQL (an expanding IN, literal_execute) cannot be "
+            f"compiled once: {compiled.string}"
+        )
+    fixed = {n: b.effective_value for n, b in binds.items() if not b.required}
+    process = {
+        n: p
+        for n, b in binds.items()
+        if (p := b.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+    }
+
+    def values(given: dict[str, Any]) -> dict[str, Any]:
+        out = fixed | given if fixed else given
+        if process:
+            out = {n: process[n](v) if n in process else v for n, v in out.items()}
+        return out
+
+    plain = not fixed and not process
+    if not compiled.positional:  # named: the driver takes the dict
+        return dict if plain else values
+    names = list(compiled.positiontup or [])
+    if len(names) == 1:
+        (only,) = names
+        return lambda given: (values(given)[only],)
+    pick = itemgetter(*names) if names else (lambda _: ())
+    return pick if plain else (lambda given: pick(values(given)))
 
 
 class One:
@@ -95,28 +123,7 @@ class One:
 
     def _compile(self, dialect: Dialect) -> _Form:
         compiled = self.stmt.compile(dialect=dialect)
-        binds = compiled.binds
-        if any(b.expanding or b.literal_execute for b in binds.values()):
-            raise ValueError(
-                f"a value rendered into the SQL (an expanding IN, literal_execute) cannot be "
-                f"compiled once: {compiled.string}"
-            )
-        fixed = {n: b.effective_value for n, b in binds.items() if not b.required}
-        process = {
-            n: p
-            for n, b in binds.items()
-            if (p := b.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-        }
-        names = list(compiled.positiontup or []) if compiled.positional else list(binds)
-
-        def bind(params: dict[str, Any]) -> Any:
-            values = fixed | params if fixed else params
-            if process:
-                values = {n: process[n](v) if n in process else v for n, v in values.items()}
-            if compiled.positional:
-                return tuple(values[n] for n in names)
-            return {n: values[n] for n in names}
-
+        bind = _binder(compiled, dialect)
         form = self._forms[dialect.name, dialect.driver] = _Form(compiled.string, bind, _not_yet)
         return form
 
@@ -285,18 +292,17 @@ _CLAIM_PG = text(
 _CLAIMS = {"postgresql": One(_CLAIM_PG), "sqlite": One(_CLAIM_SQLITE)}
 
 
-def in_id_order(conn: Connection, stmt: TextClause | One, params: dict[str, Any]) -> list:
+def in_id_order(conn: Connection, stmt: One, params: dict[str, Any]) -> list:
     """Runs a claim (NOT EXISTS, ORDER BY u.id, LIMIT) walking its index in order, stopping at
     the limit; returns the first column. A job's units arrive long before autovacuum analyzes
     them, and on statistics that guess a few rows PostgreSQL prefers a bitmap scan that looks
     at the replicas of every leasable unit of the job, then sorts them: 400 ms a claim at
     10,000 units, not 0.5 ms."""
-    one = stmt if isinstance(stmt, One) else One(stmt)
     if conn.dialect.name != "postgresql":
-        return [r[0] for r in one.all(conn, params)]
+        return [r[0] for r in stmt.all(conn, params)]
     conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
     try:
-        return [r[0] for r in one.all(conn, params)]
+        return [r[0] for r in stmt.all(conn, params)]
     finally:
         conn.exec_driver_sql("RESET enable_bitmapscan")
 
