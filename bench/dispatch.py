@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "server"), str(ROOT)]
@@ -67,6 +68,23 @@ class Figures:
     user: float  # the coordinator's CPU seconds per validated unit
     system: float
     loop: float  # of which its main thread's (the event loop; the rest is the database thread)
+    workers: float  # the worker processes' CPU seconds per validated unit, all together
+    ticks: int  # scheduler ticks during the job
+    busy: float  # share of the job's wall time the scheduler spent in ticks
+
+
+def tick_totals(url: str, token: str) -> tuple[float, float]:
+    """The coordinator's tick count and seconds so far, from its /metrics, as an operator
+    would read them."""
+    r = httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {token}"}, timeout=10)
+    r.raise_for_status()
+    for family in text_string_to_metric_families(r.text):
+        if family.name == "tabgrid_tick_duration_seconds":
+            got = {s.name: s.value for s in family.samples}
+            return got["tabgrid_tick_duration_seconds_count"], got[
+                "tabgrid_tick_duration_seconds_sum"
+            ]
+    raise RuntimeError("the coordinator's /metrics has no tabgrid_tick_duration_seconds")
 
 
 def dispatch_rate(
@@ -77,6 +95,7 @@ def dispatch_rate(
     stacks) and the heaviest functions are printed."""
     db = f"sqlite:///{tmp / 'tabgrid.db'}"
     token = issue_token(db, "submitter", "bench")
+    operator = issue_token(db, "operator", "bench")
     coord = Coordinator(db, tmp, "--allow-same-address").start()
     procs = [
         WorkerProcess(coord.url, tmp / f"worker{i}.log", concurrency=concurrency)
@@ -93,16 +112,29 @@ def dispatch_rate(
             assert coord.proc is not None
             spy = profile and py_spy(coord.proc.pid, profile)
             pid = coord.proc.pid
+            others = [w.proc.pid for w in procs]
+            n0, s0 = tick_totals(coord.url, operator)
+            work0 = sum(cpu_seconds(w) for w in others)
             cpu0, loop0, t0 = cpu_split(pid), sum(cpu_split(pid, pid)), time.time()
             st = client.submit("checksum", job, policy=policy)
             t1 = wait_done(client, st.id, 600)
             cpu1, loop1 = cpu_split(pid), sum(cpu_split(pid, pid))
+            work1 = sum(cpu_seconds(w) for w in others)
+            n1, s1 = tick_totals(coord.url, operator)
             if spy and profile:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
                 print_profile(profile)
             user, system = ((b - a) / units for a, b in zip(cpu0, cpu1, strict=True))
-            return Figures(units / (t1 - t0), user, system, (loop1 - loop0) / units)
+            return Figures(
+                units / (t1 - t0),
+                user,
+                system,
+                (loop1 - loop0) / units,
+                (work1 - work0) / units,
+                int(n1 - n0),
+                (s1 - s0) / (t1 - t0),
+            )
     finally:
         for p in procs:
             p.stop()
@@ -183,6 +215,14 @@ def main() -> None:
         f"coordinator CPU per validated unit (rusage): {cpu_unit * 1e6:,.0f} us "
         f"({got.user * 1e6:,.0f} user, {got.system * 1e6:,.0f} system; "
         f"{got.loop * 1e6:,.0f} in the event loop's thread, the rest in the database's)"
+    )
+    print(
+        f"workers' CPU per validated unit: {got.workers * 1e6:,.0f} us, all {args.workers} "
+        f"together; with the coordinator's, {(cpu_unit + got.workers) * units_s:.2f} cores busy"
+    )
+    print(
+        f"scheduler: {got.ticks:,} ticks, {2 * args.units / max(got.ticks, 1):,.0f} results "
+        f"a tick, in ticks {got.busy:.0%} of the job's wall time (tabgrid_tick_duration_seconds)"
     )
     print(f"plain websocket echo (1 in flight per client):  {plain:,.0f} round trips/s")
     print(f"pipelined echo ({args.concurrency} in flight per client):  {piped:,.0f} round trips/s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import zlib
 
@@ -302,6 +303,8 @@ def test_metrics_in_prometheus_text_format(client: TestClient) -> None:
     assert 'tabgrid_results_total{outcome="valid"} 2.0' in text
     assert "tabgrid_units_validated_total 1.0" in text
     assert 'tabgrid_workers_connected{kind="native"} 2.0' in text
+    ticks = re.search(r"^tabgrid_tick_duration_seconds_count (\S+)$", text, re.MULTILINE)
+    assert ticks is not None and float(ticks.group(1)) >= 2  # the two leases, the two results
     for name in (
         "tabgrid_leases_outstanding",
         "tabgrid_queue_depth",

@@ -294,6 +294,7 @@ class Scheduler:
         self._hungry.clear()
         if not batch and not wanted:
             return
+        start = time.perf_counter()
         try:
             res = await self.store.run(self._work, batch, wanted, time.time())
         except Exception:
@@ -304,6 +305,8 @@ class Scheduler:
             self._results[:0] = [inc for inc in again if inc.tries <= MAX_TICK_TRIES]
             self._wake.set()
             raise
+        finally:
+            self.telemetry.ticks.observe(time.perf_counter() - start)
         res.acks = acks_of(batch)
         self._deliver(res, wanted)
 

@@ -19,6 +19,7 @@ OUTCOMES = ("valid", "invalid", "error")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
 
 class Telemetry:
@@ -40,6 +41,14 @@ class Telemetry:
             "HTTP request latency by route template",
             ["method", "route", "status"],
             buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        # The rate of its _sum is the share of the time the scheduler spends in ticks: near 1,
+        # the coordinator is saturated and more coordinators (on PostgreSQL) would add capacity.
+        self.ticks = Histogram(
+            "tabgrid_tick_duration_seconds",
+            "Scheduler ticks (record results, lease units), hand-off to the database to commit",
+            buckets=TICK_BUCKETS,
             registry=r,
         )
         self.workers = Gauge(
