@@ -1,0 +1,110 @@
+"""One bench, two versions of the code, in turns: what a change did, measured so that the
+machine's drift and the order of the runs do not decide it.
+
+Runs ``bench/NAME.py ARGS`` from a checkout of REV (a git worktree made for it, removed
+after) and from this checkout, in ABBA order (REV, this, this, REV, REV, this, ...), each run
+after ``sync`` and a pause: back to back, the second of two runs is slower whatever it runs.
+Reads one figure from each run's output and prints each run, then each side's mean and range
+and the change in percent.
+
+    ./dev bench compare REV [--runs 4] [--pause 5] [--figure REGEX] -- NAME [ARGS...]
+
+The figure defaults to the bench's CPU per validated unit (tick, dispatch); for another bench
+give ``--figure`` a regular expression whose first group is the number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import mean
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = {
+    "tick": r"tick CPU per validated unit .*?: ([\d,.]+) us",
+    "dispatch": r"coordinator CPU per validated unit \(rusage\): ([\d,.]+) us",
+}
+
+
+def order(runs: int) -> list[str]:
+    """ABBA...: each side runs first as often as second, so an order effect cancels."""
+    pattern = ["base", "head", "head", "base"]
+    return [pattern[i % 4] for i in range(2 * runs)]
+
+
+def figure(output: str, pattern: str) -> float:
+    found = re.search(pattern, output)
+    if found is None:
+        raise SystemExit(f"no figure matching {pattern!r} in the bench's output:\n{output}")
+    return float(found.group(1).replace(",", ""))
+
+
+def run_once(checkout: Path, name: str, args: list[str], pause: float) -> str:
+    os.sync()
+    time.sleep(pause)
+    cmd = [sys.executable, str(checkout / "bench" / f"{name}.py"), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def summary(label: str, values: list[float]) -> str:
+    return f"{label}: mean {mean(values):,.1f} (range {min(values):,.1f}-{max(values):,.1f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rev", help="the code to compare against (a commit, branch or tag)")
+    ap.add_argument("--runs", type=int, default=4, help="runs of each side (default 4)")
+    ap.add_argument("--pause", type=float, default=5.0, help="seconds before each run")
+    ap.add_argument("--figure", help="regular expression; its first group is the figure")
+    argv = sys.argv[1:]
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
+        ap.error("say which bench to run: -- NAME [ARGS...]")
+    cut = argv.index("--")
+    a, bench = ap.parse_args(argv[:cut]), argv[cut + 1 :]
+    name, args = bench[0], bench[1:]
+    if not (ROOT / "bench" / f"{name}.py").exists():
+        ap.error(f"no bench/{name}.py")
+    pattern = a.figure or FIGURES.get(name)
+    if pattern is None:
+        ap.error(f"bench {name!r} has no default figure: give --figure")
+    if a.runs < 1:
+        ap.error("--runs must be at least 1")
+    tmp = Path(tempfile.mkdtemp(prefix="compare-"))
+    base = tmp / "base"
+    git = ["git", "-C", str(ROOT)]
+    subprocess.run([*git, "worktree", "add", "--detach", "-q", str(base), a.rev], check=True)
+    got: dict[str, list[float]] = {"base": [], "head": []}
+    try:
+        for side in order(a.runs):
+            out = run_once(base if side == "base" else ROOT, name, args, a.pause)
+            got[side].append(figure(out, pattern))
+            print(f"{side} ({a.rev if side == 'base' else 'this checkout'}): {got[side][-1]:,.1f}")
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(base)], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(summary(f"{a.rev}", got["base"]))
+    print(summary("this checkout", got["head"]))
+    change = (mean(got["head"]) - mean(got["base"])) / mean(got["base"])
+    overlap = min(got["head"]) <= max(got["base"]) and min(got["base"]) <= max(got["head"])
+    print(
+        f"change: {change:+.1%}"
+        + (
+            "; the ranges overlap: within the noise of these runs"
+            if overlap
+            else "; the ranges do not overlap (more runs make that surer)"
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""bench/compare.py: two versions of the code in turns, ABBA, one figure read from each run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import compare  # noqa: E402
+
+
+def test_each_side_runs_first_as_often_as_second() -> None:
+    runs = compare.order(4)
+    assert runs == ["base", "head", "head", "base"] * 2
+    pairs = [tuple(runs[i : i + 2]) for i in range(0, len(runs), 2)]
+    assert pairs.count(("base", "head")) == pairs.count(("head", "base"))
+
+
+def test_the_default_figures_read_the_benches_own_lines() -> None:
+    tick = "tick CPU per validated unit (10000 units, quorum 2): 1,185 us"
+    assert compare.figure(tick, compare.FIGURES["tick"]) == 1185.0
+    dispatch = "coordinator CPU per validated unit (rusage): 165 us (141 user, 24 system; ...)"
+    assert compare.figure(dispatch, compare.FIGURES["dispatch"]) == 165.0
+    with pytest.raises(SystemExit, match="no figure"):
+        compare.figure("nothing here", compare.FIGURES["tick"])
+
+
+def test_a_comparison_runs_both_sides_and_leaves_no_worktree() -> None:
+    before = _worktrees()
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "compare.py"),
+            "HEAD",
+            "--runs",
+            "1",
+            "--pause",
+            "0",
+            "--",
+            "tick",
+            "--units",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=True,
+    ).stdout
+    assert out.count("base (HEAD): ") == 1 and out.count("head (this checkout): ") == 1, out
+    assert "change: " in out
+    assert _worktrees() == before
+
+
+def _worktrees() -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True
+    ).stdout
