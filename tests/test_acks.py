@@ -5,12 +5,16 @@ taken, another worker's lease is refused, and a tick that failed acknowledges no
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 import pytest
+from psycopg import errors as pg_errors
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tabgrid.blobs import FileBlobStore
+from tabgrid.coordinator import scheduler as sched_mod
 from tabgrid.coordinator.scheduler import Scheduler
 from tabgrid.coordinator.telemetry import Telemetry
 from tabgrid.protocol import Ack, CoordinatorMessage, Error, ResultItem, Stats
@@ -18,6 +22,7 @@ from tabgrid.settings import Settings
 from tabgrid.store import Store
 from tabgrid.store import jobs as jobs_q
 from tabgrid.store import leases as leases_q
+from tabgrid.store.db import transient
 from test_hardening_store import submit_checksum
 from test_store import claim, out, worker
 
@@ -213,3 +218,107 @@ MAX_TWO = '{"quorum":2,"max_replicas":2}'
 def errors_of(store: Store, wid: str) -> int:
     q = text("SELECT errors FROM workers WHERE id = :w")
     return store.tx(lambda c: c.execute(q, {"w": wid}).scalar_one())
+
+
+class ClosablePeer(FakePeer):
+    """A connection the scheduler may close: it keeps the reasons."""
+
+    def __init__(self, worker_id: str) -> None:
+        super().__init__(worker_id)
+        self.closed: list[str] = []
+
+    def close(self, reason: str, code: str = "") -> None:
+        self.closed.append(reason)
+
+
+def test_one_workers_two_released_leases_of_a_unit_count_once(
+    store: Store, scheduler: Scheduler
+) -> None:
+    # The worker lost the unit twice (disconnects) and was given it again each time, as a
+    # released lease allows; then it sends both results at once. One worker's word is one.
+    submit_checksum(store, 1, quorum=2)
+    a = worker(store, "1")
+    (first,) = claim(store, a, 1)
+    assert store.tx(leases_q.release_worker, a, time.time()) == 1
+    (second,) = claim(store, a, 1)
+    assert second.unit == first.unit and second.lease != first.lease
+    assert store.tx(leases_q.release_worker, a, time.time()) == 1
+    pa = FakePeer(a)
+    scheduler.attach(pa)
+    send(scheduler, pa, first.lease, second.lease, value="wrong")
+    assert acked(pa) == [first.lease, second.lease]
+    assert [e.message for e in pa.take(Error)] == [f"lease {second.lease} was released"]
+    assert results_of(store, a) == 1
+    state, _, _, _, results = unit_row(store)
+    assert state != "done" and results == 1, "a unit is never accepted on one worker's results"
+    assert replicas(store) == [(a, "returned"), (a, "released")]
+
+
+def test_results_no_tick_could_record_go_back_to_their_sender(
+    store: Store, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submit_checksum(store, 1, quorum=1)
+    a = worker(store, "1")
+    (la,) = claim(store, a, 1)
+    pa = ClosablePeer(a)
+    scheduler.attach(pa)
+    work = scheduler._work
+
+    def refused(*args, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(scheduler, "_work", refused)
+    scheduler.results(pa, [ResultItem(lease=la.lease, outputs=out("same", data=True))])
+    for _ in range(sched_mod.MAX_TICK_TRIES + 1):
+        with pytest.raises(RuntimeError):
+            asyncio.run(scheduler._tick())
+    # Given up: the worker, which resends unacknowledged results on a new connection, is
+    # sent away to make one.
+    assert acked(pa) == [] and len(pa.closed) == 1 and "send them" in pa.closed[0]
+    monkeypatch.setattr(scheduler, "_work", work)
+    again = FakePeer(a)
+    scheduler.attach(again)
+    send(scheduler, again, la.lease)
+    assert acked(again) == [la.lease]
+    assert replicas(store) == [(a, "valid")]
+
+
+def test_a_transient_database_error_is_not_held_against_the_sender(
+    store: Store, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submit_checksum(store, 1, quorum=1)
+    a = worker(store, "1")
+    (la,) = claim(store, a, 1)
+    pa = ClosablePeer(a)
+    scheduler.attach(pa)
+    real = scheduler.validator.record
+    calls = {"n": 0}
+
+    def deadlocked(*args, **kw):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:  # a deadlock victim, say: nothing to do with the results
+            raise OperationalError("UPDATE workers ...", {}, sqlite3.OperationalError("locked"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(scheduler.validator, "record", deadlocked)
+    scheduler.results(pa, [ResultItem(lease=la.lease, outputs=out("same", data=True))])
+    with pytest.raises(OperationalError):
+        asyncio.run(scheduler._tick())
+    assert acked(pa) == [] and pa.closed == [] and not pa.take(Error)
+    asyncio.run(scheduler._tick())  # tried again, whole
+    assert acked(pa) == [la.lease] and pa.closed == []
+    assert replicas(store) == [(a, "valid")]
+
+
+def test_transient_database_errors_are_told_from_the_rest() -> None:
+    def wrapped(orig: Exception, invalidated: bool = False) -> DBAPIError:
+        return DBAPIError("UPDATE ...", {}, orig, connection_invalidated=invalidated)
+
+    assert transient(wrapped(sqlite3.OperationalError("database is locked")))
+    assert transient(wrapped(pg_errors.DeadlockDetected("deadlock detected")))
+    assert transient(wrapped(pg_errors.SerializationFailure("could not serialize")))
+    assert transient(wrapped(Exception("server closed the connection"), invalidated=True))
+    assert not transient(wrapped(sqlite3.OperationalError("no such table: units")))
+    assert not transient(wrapped(pg_errors.ProgramLimitExceeded("index row size exceeds")))
+    assert not transient(wrapped(pg_errors.UniqueViolation("duplicate key")))
+    assert not transient(RuntimeError("a result no check foresaw"))

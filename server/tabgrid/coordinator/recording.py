@@ -71,6 +71,7 @@ class Round:
         if not accepted:
             return out
         loaded, specs = load_units_and_specs(conn, {rep.unit_id for _, rep in accepted})
+        accepted = self._once_per_unit(conn, accepted, out)
         units = {u.id: u for u in loaded}
         claiming = {rep.unit_id for inc, rep in accepted if inc.item.error_kind == DETERMINISTIC}
         if claiming:
@@ -197,7 +198,6 @@ class Round:
         self, conn: Connection, batch: list[Incoming], out: Outcome, banned: frozenset[str]
     ) -> list[tuple[Incoming, Held]]:
         reps = results_q.held(conn, [inc.item.lease for inc in batch])
-        live = results_q.live_pairs(conn, [r for r in reps.values() if r.state == "released"])
         accepted, seen = [], set()
         for inc in batch:
             rep = reps.get(inc.item.lease)
@@ -208,13 +208,32 @@ class Round:
             elif rep.state not in ("leased", "released") or rep.id in seen or _had_result(rep):
                 # A copy sent again (its acknowledgement was lost): the first one counts.
                 out.duplicates += 1
-            elif rep.state == "released" and (rep.unit_id, inc.worker) in live:
-                # The unit went to this worker again: only one of its results may count.
-                out.rejected.append((inc.worker, f"lease {inc.item.lease} was released"))
             else:
                 seen.add(rep.id)
                 accepted.append((inc, rep))
         return accepted
+
+    def _once_per_unit(
+        self, conn: Connection, accepted: list[tuple[Incoming, Held]], out: Outcome
+    ) -> list[tuple[Incoming, Held]]:
+        """A worker's results count once per unit. A released lease's late result is refused
+        when the unit went to the same worker again (its other lease is live, or returned) or
+        when this batch takes another of its leases of the unit. Read with the units locked:
+        two coordinators taking two released leases of one unit from one worker at once then
+        take turns, and the second sees the first's result."""
+        released = [rep for _, rep in accepted if rep.state == "released"]
+        if not released:
+            return accepted
+        live = results_q.live_pairs(conn, released)
+        kept, taken = [], set()
+        for inc, rep in accepted:
+            pair = (rep.unit_id, inc.worker)
+            if rep.state == "released" and (pair in live or pair in taken):
+                out.rejected.append((inc.worker, f"lease {inc.item.lease} was released"))
+            else:
+                kept.append((inc, rep))
+                taken.add(pair)
+        return kept
 
     def _apply(
         self, inc: Incoming, rep: Held, units: dict[int, UnitRow], tallies: dict, conn: Connection

@@ -41,6 +41,7 @@ from tabgrid.store import coordinators as coordinators_q
 from tabgrid.store import leases as leases_q
 from tabgrid.store import trust as trust_q
 from tabgrid.store import workers as workers_q
+from tabgrid.store.db import transient
 from tabgrid.store.notify import announce
 
 log = logging.getLogger("tabgrid.coordinator.scheduler")
@@ -303,12 +304,24 @@ class Scheduler:
             self._hungry.update(w for w in wanted if w in self.peers)
             again = [replace(inc, tries=inc.tries + 1) for inc in batch]
             self._results[:0] = [inc for inc in again if inc.tries <= MAX_TICK_TRIES]
+            self._give_back({inc.worker for inc in again if inc.tries > MAX_TICK_TRIES})
             self._wake.set()
             raise
         finally:
             self.telemetry.ticks.observe(time.perf_counter() - start)
         res.acks = acks_of(batch)
         self._deliver(res, wanted)
+
+    def _give_back(self, senders: set[str]) -> None:
+        """Results no tick could record are left to their senders, which keep them until
+        acknowledged but send them again only on a new connection: theirs is closed, and
+        they reconnect (to any coordinator) once the database answers again."""
+        for wid in senders:
+            if (p := self.peers.get(wid)) is not None:
+                log.warning("results of worker %s could not be recorded; it will resend", wid[:8])
+                p.close(
+                    "the coordinator could not record your results: connect again and send them"
+                )
 
     def _work(
         self,
@@ -433,7 +446,9 @@ class Scheduler:
         try:
             with conn.begin_nested():
                 return self.validator.record(conn, batch, now, banned, defer_jobs=True)
-        except Exception:  # noqa: BLE001 - isolated below, worker by worker
+        except Exception as e:  # noqa: BLE001 - isolated below, worker by worker
+            if transient(e):
+                raise  # the database's, not a result's: the whole tick is tried again
             log.warning("a batch of %d results failed; recording them worker by worker", len(batch))
         outcome = Outcome()
         by_worker: dict[str, list[Incoming]] = {}
@@ -444,6 +459,8 @@ class Scheduler:
                 with conn.begin_nested():
                     outcome.merge(self.validator.record(conn, items, now, banned, defer_jobs=True))
             except Exception as e:  # noqa: BLE001 - the sender's results are refused
+                if transient(e):
+                    raise  # not the sender's doing: its results are not refused for it
                 log.warning("results of worker %s could not be recorded: %r", worker[:8], e)
                 why = f"results that could not be recorded ({type(e).__name__})"
                 outcome.hostile[worker] = why

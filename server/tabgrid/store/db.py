@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Concatenate
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 
 from tabgrid.store import tables  # noqa: F401  (registers the tables)
 
@@ -87,6 +88,26 @@ BEGIN_IMMEDIATE = {"tabgrid_begin_immediate": True}
 def _sqlite_begin(conn: Connection) -> None:
     immediate = conn.get_execution_options().get("tabgrid_begin_immediate", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def transient(e: BaseException) -> bool:
+    """A database error that says nothing of the work itself: a deadlock or serialization
+    victim, a lost connection, SQLite busy. The same work may succeed when tried again."""
+    if not isinstance(e, DBAPIError):
+        return False
+    if e.connection_invalidated:
+        return True
+    orig = e.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        return any(word in str(orig) for word in ("locked", "busy"))
+    try:
+        from psycopg import errors
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    # Deadlocks, serialization failures, shutdowns; but a statement over one of PostgreSQL's
+    # limits fails again however often it is tried.
+    limit = isinstance(orig, errors.ProgramLimitExceeded)
+    return isinstance(orig, errors.OperationalError) and not limit
 
 
 def ping(conn: Connection) -> None:

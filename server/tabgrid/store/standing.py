@@ -66,7 +66,9 @@ def credit(conn: Connection, tallies: dict[str, Tally], now: float) -> dict[str,
     """Applies the batch's tallies and returns each worker's standing for its Stats message."""
     if not tallies:
         return {}
-    deltas = [_delta(wid, t, now) for wid, t in tallies.items()]
+    # In id order, as every tick locks workers' rows: two coordinators crediting the same two
+    # workers (replicas of shared units) take them in one order, so neither waits on the other.
+    deltas = [_delta(wid, tallies[wid], now) for wid in sorted(tallies)]
     _CREDIT.run(conn, deltas)
     stats: dict[str, Stats] = {}
     for wid, results, valid, invalid, errors, pending, credit_ in _STATS.all(
