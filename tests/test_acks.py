@@ -322,3 +322,80 @@ def test_transient_database_errors_are_told_from_the_rest() -> None:
     assert not transient(wrapped(pg_errors.ProgramLimitExceeded("index row size exceeds")))
     assert not transient(wrapped(pg_errors.UniqueViolation("duplicate key")))
     assert not transient(RuntimeError("a result no check foresaw"))
+
+
+def test_two_workers_at_one_address_make_no_quorum(store: Store, scheduler: Scheduler) -> None:
+    # A lease of the first lapsed and the unit went to the second, at the same address (the
+    # claim looks only at live leases); the first's late result still counts as a result,
+    # but one address is one witness where replicas go to distinct addresses.
+    submit_checksum(store, 1, quorum=2)
+    a, b = worker(store, "1"), worker(store, "2")
+    (la,) = claim(store, a, 1, addr="10.9.9.9")
+    assert store.tx(leases_q.release_worker, a, time.time()) == 1
+    (lb,) = claim(store, b, 1, addr="10.9.9.9")
+    assert lb.unit == la.unit
+    pa, pb = FakePeer(a), FakePeer(b)
+    scheduler.attach(pa)
+    scheduler.attach(pb)
+    send(scheduler, pa, la.lease, value="wrong")
+    send(scheduler, pb, lb.lease, value="wrong")
+    assert acked(pa) == [la.lease] and acked(pb) == [lb.lease]
+    state, want, _, _, results = unit_row(store)
+    assert (state, results) == ("validating", 2) and want >= 1, "another address must answer"
+    assert replicas(store) == [(a, "returned"), (b, "returned")]
+
+
+def test_leases_claimed_for_a_worker_that_left_during_the_tick_are_released(
+    store: Store, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL a detach runs beside the tick: its release cannot see the tick's leases
+    # before they are committed. The tick's delivery finds the worker gone and leaves them to
+    # the next tick, not to their deadline.
+    submit_checksum(store, 3, quorum=1)
+    a = worker(store, "1")
+    pa = FakePeer(a)
+    scheduler.attach(pa)
+    scheduler.ready(pa, 3)  # type: ignore[arg-type]
+    work = scheduler._work
+
+    def left_meanwhile(*args, **kw):  # type: ignore[no-untyped-def]
+        res = work(*args, **kw)
+        del scheduler.peers[a]  # its detach ran already and released nothing
+        return res
+
+    monkeypatch.setattr(scheduler, "_work", left_meanwhile)
+    asyncio.run(scheduler._tick())
+    assert replicas(store) == [(a, "leased")] * 3 and not pa.posted
+    monkeypatch.setattr(scheduler, "_work", work)
+    asyncio.run(scheduler._tick())
+    assert replicas(store) == [(a, "released")] * 3
+    assert unit_rows_wanting(store) == 3
+
+
+def unit_rows_wanting(store: Store) -> int:
+    q = "SELECT count(*) FROM units WHERE want > 0"
+    return store.tx(lambda c: c.execute(text(q)).scalar_one())
+
+
+def test_a_release_that_failed_at_disconnect_is_done_by_the_next_tick(
+    store: Store, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submit_checksum(store, 2, quorum=1)
+    a = worker(store, "1")
+    pa = FakePeer(a)
+    scheduler.attach(pa)
+    claim(store, a, 2)  # as this coordinator's "test-coordinator" would have
+    scheduler.coordinator_id = "test-coordinator"
+    run = scheduler.store.run
+
+    async def deadlocked(fn, *args, **kw):  # type: ignore[no-untyped-def]
+        if fn is leases_q.release_worker:
+            raise OperationalError("UPDATE replicas ...", {}, sqlite3.OperationalError("locked"))
+        return await run(fn, *args, **kw)
+
+    monkeypatch.setattr(scheduler.store, "run", deadlocked)
+    asyncio.run(scheduler.detach(pa))  # type: ignore[arg-type]
+    assert replicas(store) == [(a, "leased")] * 2
+    monkeypatch.setattr(scheduler.store, "run", run)
+    asyncio.run(scheduler._tick())
+    assert replicas(store) == [(a, "released")] * 2

@@ -3,10 +3,17 @@ falls silent, never another's (both backends)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
+from tabgrid.blobs import FileBlobStore
+from tabgrid.coordinator.scheduler import Scheduler
+from tabgrid.coordinator.telemetry import Telemetry
+from tabgrid.settings import Settings
 from tabgrid.store import Store
 from tabgrid.store import coordinators as coordinators_q
 from tabgrid.store import leases as leases_q
@@ -62,3 +69,56 @@ def test_a_coordinator_thought_gone_comes_back_when_it_renews(store: Store) -> N
     store.tx(coordinators_q.release_gone, "B", now, 10.0)
     store.tx(coordinators_q.renew, "A", now + 1)
     assert alive(store, now + 1, 10.0) == ["A", "B"]
+
+
+def leased(store: Store) -> int:
+    q = text("SELECT count(*) FROM replicas WHERE state = 'leased'")
+    return store.tx(lambda c: c.execute(q).scalar_one())
+
+
+def test_a_coordinator_that_was_stalled_itself_releases_nobody_that_sweep(
+    store: Store, tmp_path: Path
+) -> None:
+    # After the database stalled for longer than the ttl, every coordinator looks silent to
+    # the first that sweeps; the one that could not renew itself meanwhile knows why.
+    if not store.is_postgres:
+        pytest.skip("on SQLite one coordinator runs alone: nobody releases anybody")
+    sched = Scheduler(store, FileBlobStore(tmp_path), Settings(), Telemetry())
+    asyncio.run(sched.start())
+    submit(store, 2, quorum=1)
+    now = time.time()
+    store.tx(coordinators_q.register, "other", "host", 1, now - 60)
+    lease(store, worker(store, "1"), 2, "other")
+    sched._renewed = now - 60  # its own last renewal, before the stall
+    asyncio.run(sched._coordinators())
+    assert leased(store) == 2, "silent like this one: the database stalled, not they"
+    assert set(alive(store, time.time(), 10.0)) == {sched.coordinator_id}
+    asyncio.run(sched._coordinators())  # a sweep later, renewed on time: "other" is gone
+    assert leased(store) == 0
+    assert alive(store, time.time(), 10.0) == [sched.coordinator_id]
+
+
+def test_a_sweep_that_failed_does_not_stop_the_sweeper(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deadlock victim or a lost connection in one sweep: the coordinator sweeps again
+    # (its supervisor would stop the whole coordinator if the sweeper ended).
+    sched = Scheduler(store, FileBlobStore(tmp_path), Settings(sweep_interval_s=0.01), Telemetry())
+    calls: list[int] = []
+
+    async def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("deadlock detected")
+
+    monkeypatch.setattr(sched, "_sweep_once", flaky)
+
+    async def watch() -> None:
+        task = asyncio.ensure_future(sched.sweep())
+        while len(calls) < 3 and not task.done():
+            await asyncio.sleep(0.01)
+        assert not task.done(), "the sweeper ended"
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(watch(), 10))
+    assert len(calls) >= 3

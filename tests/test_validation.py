@@ -44,3 +44,14 @@ def test_shape_mismatch_never_agrees() -> None:
     a = Candidate(1, {"y": Output(digest=D["a"], dtype="float32", shape=[4])})
     b = Candidate(2, {"y": Output(digest=D["a"], dtype="float32", shape=[2, 2])})
     assert check_set([a, b], 2, exact).canonical is None
+
+
+def test_one_witness_is_one_vote_however_many_of_its_results_agree() -> None:
+    # Replicas 1 and 2 reached one worker (or one address): their agreement is one word.
+    owner = {1: "w1", 2: "w1", 3: "w2"}.__getitem__
+    results = [cand(1, D["b"]), cand(2, D["b"])]
+    assert check_set(results, 2, exact, owner).canonical is None
+    v = check_set([*results, cand(3, D["a"])], 2, exact, owner)
+    assert v.canonical is None, "b has one witness, a has one"
+    v = check_set([*results, cand(3, D["b"])], 2, exact, owner)
+    assert (v.canonical, v.valid, v.invalid) == (1, [1, 2, 3], [])

@@ -27,16 +27,22 @@ class Verdict:
 
 
 def check_set(
-    results: Sequence[Candidate], quorum: int, agree: Callable[[Outputs, Outputs], bool]
+    results: Sequence[Candidate],
+    quorum: int,
+    agree: Callable[[Outputs, Outputs], bool],
+    witness: Callable[[int], str] = str,
 ) -> Verdict:
-    """BOINC's rule: the first result (in return order) that agrees with at least `quorum`
-    results, itself included, is canonical; those agreeing with it are valid, the rest invalid.
-    No verdict until `quorum` results exist, and none while no result reaches the quorum."""
-    if len(results) < quorum:
+    """BOINC's rule: the first result (in return order) that agrees with results of at least
+    `quorum` witnesses, itself included, is canonical; those agreeing with it are valid, the
+    rest invalid. A witness (``witness`` of a replica id: its worker, or its address) counts
+    once however many of its results agree: two leases of one unit that reached one worker
+    (a race, a lease lost and given back) are one word. No verdict until `quorum` witnesses
+    answered, and none while no result reaches the quorum."""
+    if len({witness(r.replica_id) for r in results}) < quorum:
         return Verdict()
     for cand in results:
         agreeing = [o.replica_id for o in results if o is cand or agree(cand.outputs, o.outputs)]
-        if len(agreeing) >= quorum:
+        if len({witness(rid) for rid in agreeing}) >= quorum:
             rest = [o.replica_id for o in results if o.replica_id not in agreeing]
             return Verdict(cand.replica_id, agreeing, rest)
     return Verdict()

@@ -95,9 +95,13 @@ class Scheduler:
         self.coordinator_id = uuid.uuid4().hex
         self._results: list[Incoming] = []
         self._hungry: set[str] = set()  # workers with credit to fill this tick
+        # Workers gone with leases their detach did not release: it ran beside the tick that
+        # claimed them (PostgreSQL), or it failed. The next tick releases them.
+        self._orphans: set[str] = set()
         self._starving: set[str] = set()  # workers the last claim could not fill
         self._wake = asyncio.Event()
         self._next_prune = 0.0
+        self._renewed = time.time()  # this coordinator's last renewal of its row (start)
         self._well_known: set[int] = set()  # jobs with enough known answers for spot-checks
         self._checked_jobs: list[tuple[int, float]] = []  # this tick's, with their deadline_s
         self._spans: dict[int, tuple[int, int]] = {}  # each checked job's first and last unit id
@@ -107,7 +111,12 @@ class Scheduler:
             check_rate_min=settings.trust_check_rate_min,
             resample_rate=settings.trust_resample_rate,
         )
-        self.validator = Validator(blobs, trust=trust, per_address=settings.trust_per_address)
+        self.validator = Validator(
+            blobs,
+            trust=trust,
+            per_address=settings.trust_per_address,
+            distinct_addresses=settings.distinct_addresses,
+        )
 
     # ---- called by the gateway and the API -----------------------------------------------
 
@@ -145,9 +154,15 @@ class Scheduler:
             del self.peers[peer.worker_id]
             self._hungry.discard(peer.worker_id)
             self._starving.discard(peer.worker_id)
-            n = await self.store.run(
-                leases_q.release_worker, peer.worker_id, time.time(), self.coordinator_id
-            )
+            try:
+                n = await self.store.run(
+                    leases_q.release_worker, peer.worker_id, time.time(), self.coordinator_id
+                )
+            except Exception:  # noqa: BLE001 - a deadlock victim, say: the next tick tries
+                log.exception("releasing the leases of worker %s failed", peer.worker_id[:8])
+                self._orphans.add(peer.worker_id)
+                self._wake.set()
+                return
             if n:
                 self.poke()
 
@@ -233,15 +248,23 @@ class Scheduler:
         coordinator sharing the database)."""
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
-            n = await self.store.run(leases_q.expire, time.time())
-            if n:
-                log.info("%d leases passed their deadline and were released", n)
-            await self._coordinators()
-            await self._undrained()
-            await self._forget_unused_workers()
-            outcome = await self.store.run(self.reconsider, time.time())
-            self._deliver(_TickResult(outcome), {})
-            self.poke()
+            try:
+                await self._sweep_once()
+            except Exception:
+                # A database that failed for a moment (a deadlock victim, a lost connection)
+                # must not stop the coordinator: the next sweep does it all again.
+                log.exception("a sweep failed; the next one tries again")
+
+    async def _sweep_once(self) -> None:
+        n = await self.store.run(leases_q.expire, time.time())
+        if n:
+            log.info("%d leases passed their deadline and were released", n)
+        await self._coordinators()
+        await self._undrained()
+        await self._forget_unused_workers()
+        outcome = await self.store.run(self.reconsider, time.time())
+        self._deliver(_TickResult(outcome), {})
+        self.poke()
 
     def reconsider(self, conn: Connection, now: float) -> Outcome:
         """Units of checked jobs waiting on results nobody can give are judged again: their
@@ -257,10 +280,17 @@ class Scheduler:
     async def _coordinators(self) -> None:
         """Renews this coordinator's row and releases the leases of coordinators gone silent
         (killed, cut off): their workers reconnect elsewhere and their units are leased again."""
-        me, now, ttl = self.coordinator_id, time.time(), self.settings.coordinator_ttl_s
+        me, ttl = self.coordinator_id, self.settings.coordinator_ttl_s
+        # Renewed in a transaction of its own: never held back or undone by the release.
+        await self.store.run(coordinators_q.renew, me, time.time())
+        renewed, last = time.time(), self._renewed
+        self._renewed = renewed
         # One coordinator on SQLite: a restart's leases wait restart_grace_s instead (start).
-        several = self.store.is_postgres
-        n = await self.store.run(coordinators_q.heartbeat, me, now, ttl if several else None)
+        # And one that could not renew itself for ttl was stalled with the others (the
+        # database was): they are silent for the same reason, not gone; it waits a sweep.
+        if not self.store.is_postgres or renewed - last > ttl:
+            return
+        n = await self.store.run(coordinators_q.release_gone, me, time.time(), ttl)
         if n:
             log.warning("released %d leases of coordinators silent for %.0f s", n, ttl)
 
@@ -293,12 +323,15 @@ class Scheduler:
             if (p := self.peers.get(wid)) is not None and p.credit > 0 and not p.draining
         }
         self._hungry.clear()
-        if not batch and not wanted:
+        orphans = frozenset(w for w in self._orphans if w not in self.peers)
+        self._orphans.clear()
+        if not batch and not wanted and not orphans:
             return
         start = time.perf_counter()
         try:
-            res = await self.store.run(self._work, batch, wanted, time.time())
+            res = await self.store.run(self._work, batch, wanted, time.time(), orphans)
         except Exception:
+            self._orphans |= orphans
             # Nobody's work is forgotten: the workers still want units, and the results are
             # tried again a few times before their leases are left to the deadline.
             self._hungry.update(w for w in wanted if w in self.peers)
@@ -329,7 +362,10 @@ class Scheduler:
         batch: list[Incoming],
         wanted: dict[str, tuple[str, int]],
         now: float,
+        orphans: frozenset[str] = frozenset(),
     ) -> _TickResult:
+        for wid in sorted(orphans):
+            leases_q.release_worker(conn, wid, now, self.coordinator_id)
         # One look at the operator's bans and drains for every worker this tick touches.
         involved = set(wanted) | {inc.worker for inc in batch}
         stopped = bans.stopped(conn, sorted(involved)) if involved else {}
@@ -492,7 +528,10 @@ class Scheduler:
         for wid, claimed in res.claims.items():
             peer = self.peers.get(wid)
             if peer is None:
-                continue  # gone meanwhile: its detach released these leases
+                if claimed:  # gone meanwhile; its detach may have run before these existed
+                    self._orphans.add(wid)
+                    self._wake.set()
+                continue
             if claimed:
                 self._send_leases(peer, claimed)
             if peer.credit > 0:

@@ -51,6 +51,7 @@ class Validator:
         trust: cred.Trust | None = None,
         rng: random.Random | None = None,
         per_address: int = 1,
+        distinct_addresses: bool = True,
     ) -> None:
         self._blobs = blobs
         self._load = load or load_context
@@ -59,6 +60,8 @@ class Validator:
         # Which units are resampled and which leases are spot-checks must be unpredictable.
         self.rng = rng or random.SystemRandom()
         self.per_address = per_address  # workers of one address that count in a group (0: all)
+        # A quorum's witnesses are addresses (as replicas are leased), else workers.
+        self.distinct_addresses = distinct_addresses
 
     def context(self, conn: Connection, job_id: int) -> JobContext:
         ctx = self._contexts.get(job_id)
@@ -93,7 +96,14 @@ class Validator:
 
     def _round(self, conn: Connection, now: float) -> Round:
         # Read at each batch: a caller may replace any of them (a test, a benchmark).
-        setup = JudgingSetup(self.context, self.trust, self.rng, self.per_address, self.reference)
+        setup = JudgingSetup(
+            self.context,
+            self.trust,
+            self.rng,
+            self.per_address,
+            self.reference,
+            self.distinct_addresses,
+        )
         return Round(conn, now, self._blobs, setup)
 
     def answer_alone(self, conn: Connection, job_id: int, now: float) -> bool:

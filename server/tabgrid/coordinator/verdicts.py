@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import Connection
 
@@ -39,13 +40,15 @@ Reference = Callable[
 @dataclass(frozen=True)
 class JudgingSetup:
     """What verdicts lean on beyond one batch, as the Validator holds it: each job's context,
-    the trust model, the randomness of resampling, the per-address cap, reference answers."""
+    the trust model, the randomness of resampling, the per-address cap, reference answers,
+    and whether a quorum counts addresses (as replicas are leased) or workers."""
 
     contexts: Callable[[Connection, int], JobContext]
     trust: cred.Trust
     rng: random.Random
     per_address: int
     reference: Reference
+    distinct_addresses: bool = True
 
 
 class Verdicts:
@@ -68,6 +71,7 @@ class Verdicts:
         self._rng = setup.rng
         self._per_address = setup.per_address
         self._reference = setup.reference
+        self._distinct_addresses = setup.distinct_addresses
         self._outcome = outcome
         self._outputs = outputs
         self._feed = feed
@@ -111,7 +115,8 @@ class Verdicts:
                 return self._ask_more(u, policy, len(fresh))
             self._settle(b, u, ctx, fresh[0], [fresh[0].replica_id], owner, tallies, "adaptive")
             return False
-        verdict = check_set(fresh, policy.quorum, agree)
+        witness = partial(self._voter, b, owner=owner)
+        verdict = check_set(fresh, policy.quorum, agree, witness)
         if verdict.canonical is not None:
             canon = next(c for c in fresh if c.replica_id == verdict.canonical)
             if not self._outputs.at_hand(canon.outputs):
@@ -120,9 +125,10 @@ class Verdicts:
             self._settle(b, u, ctx, canon, verdict.valid, owner, tallies, "quorum")
             self._feed.note(u, ctx, canon, fresh, set(verdict.valid), owner)
             return False
-        if len(fresh) >= policy.quorum:
+        witnesses = len({witness(c.replica_id) for c in fresh})
+        if witnesses >= policy.quorum:
             self._feed.note(u, ctx, None, fresh, set(), owner, agree)
-        return self._ask_more(u, policy, len(fresh))
+        return self._ask_more(u, policy, witnesses)
 
     def _settle(self, b, u, ctx, canon, valid, owner, tallies, by, value=None) -> None:  # type: ignore[no-untyped-def]
         """Accepts ``canon``: ``valid`` agreed with it, every other fresh result did not. A
@@ -133,6 +139,11 @@ class Verdicts:
         self._outcome.latencies.append(max(0.0, self._now - b.first_result.get(u.id, self._now)))
         witnesses = {self._witness(b, rid, owner) for rid in valid}
         self._judge(b, u, ctx, valid, invalid, owner, tallies, confirmed=len(witnesses) > 1)
+
+    def _voter(self, b: Batch, rid: int, owner: dict[int, str]) -> str:
+        """Who a result counts as in a quorum: its address where replicas of a unit go to
+        distinct addresses, else its worker."""
+        return b.addresses.get(rid, "") if self._distinct_addresses else owner[rid]
 
     def _witness(self, b: Batch, rid: int, owner: dict[int, str]) -> str:
         """Who a result counts as: its address when addresses are capped, else its worker."""

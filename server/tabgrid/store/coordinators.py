@@ -38,7 +38,11 @@ def release_gone(conn: Connection, me: str, now: float, ttl: float) -> int:
     gone = [
         c
         for (c,) in conn.execute(
-            select(C.c.id).where(C.c.seen_at < now - ttl, C.c.id != me).with_for_update()
+            select(C.c.id)
+            .where(C.c.seen_at < now - ttl, C.c.id != me)
+            .order_by(C.c.id)
+            # Another coordinator releasing the same one has it: no one waits on anyone.
+            .with_for_update(skip_locked=True)
         )
     ]
     if not gone:
@@ -50,13 +54,6 @@ def release_gone(conn: Connection, me: str, now: float, ttl: float) -> int:
     if n:
         announce(conn)
     return n
-
-
-def heartbeat(conn: Connection, me: str, now: float, ttl: float | None) -> int:
-    """A sweep's one transaction: renews this coordinator and, given ``ttl``, releases the
-    leases of coordinators silent that long; returns how many leases."""
-    renew(conn, me, now)
-    return release_gone(conn, me, now, ttl) if ttl is not None else 0
 
 
 def forget(conn: Connection, coordinator: str) -> None:
