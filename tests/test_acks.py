@@ -63,6 +63,17 @@ def send(scheduler: Scheduler, peer: FakePeer, *leases: int, value: str = "same"
     asyncio.run(scheduler._tick())
 
 
+def refuse_ticks(scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Every tick fails as if the database had gone; returns the real tick's work."""
+    work = scheduler._work
+
+    def refused(*args, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(scheduler, "_work", refused)
+    return work
+
+
 def acked(peer: FakePeer) -> list[int]:
     return [lease for ack in peer.take(Ack) for lease in ack.leases]
 
@@ -159,12 +170,7 @@ def test_a_tick_that_failed_acknowledges_nothing_until_it_is_done(
     (la,) = claim(store, a, 1)
     pa = FakePeer(a)
     scheduler.attach(pa)
-    work = scheduler._work
-
-    def refused(*args, **kw):  # type: ignore[no-untyped-def]
-        raise RuntimeError("the database went away")
-
-    monkeypatch.setattr(scheduler, "_work", refused)
+    work = refuse_ticks(scheduler, monkeypatch)
     with pytest.raises(RuntimeError):
         send(scheduler, pa, la.lease)
     assert pa.posted == [] and replicas(store) == [(a, "leased")]
@@ -262,12 +268,7 @@ def test_results_no_tick_could_record_go_back_to_their_sender(
     (la,) = claim(store, a, 1)
     pa = ClosablePeer(a)
     scheduler.attach(pa)
-    work = scheduler._work
-
-    def refused(*args, **kw):  # type: ignore[no-untyped-def]
-        raise RuntimeError("the database went away")
-
-    monkeypatch.setattr(scheduler, "_work", refused)
+    work = refuse_ticks(scheduler, monkeypatch)
     scheduler.results(pa, [ResultItem(lease=la.lease, outputs=out("same", data=True))])
     for _ in range(sched_mod.MAX_TICK_TRIES + 1):
         with pytest.raises(RuntimeError):
