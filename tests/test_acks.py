@@ -88,6 +88,11 @@ def replicas(store: Store) -> list[tuple[str, str]]:
     return [tuple(r) for r in store.tx(lambda c: c.execute(text(q)).all())]
 
 
+def unit_rows_wanting(store: Store) -> int:
+    q = "SELECT count(*) FROM units WHERE want > 0"
+    return store.tx(lambda c: c.execute(text(q)).scalar_one())
+
+
 def results_of(store: Store, wid: str) -> int:
     q = text("SELECT results FROM workers WHERE id = :w")
     return store.tx(lambda c: c.execute(q, {"w": wid}).scalar_one())
@@ -371,11 +376,6 @@ def test_leases_claimed_for_a_worker_that_left_during_the_tick_are_released(
     asyncio.run(scheduler._tick())
     assert replicas(store) == [(a, "released")] * 3
     assert unit_rows_wanting(store) == 3
-
-
-def unit_rows_wanting(store: Store) -> int:
-    q = "SELECT count(*) FROM units WHERE want > 0"
-    return store.tx(lambda c: c.execute(text(q)).scalar_one())
 
 
 def test_a_release_that_failed_at_disconnect_is_done_by_the_next_tick(
