@@ -43,8 +43,8 @@ class Telemetry:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
-        # The rate of its _sum is the share of the time the scheduler spends in ticks: near 1,
-        # the coordinator is saturated and more coordinators (on PostgreSQL) would add capacity.
+        # The rate of its _sum is the share of the time the scheduler spends in ticks; it
+        # stays near 0.75 where the coordinator is the limit (README, what to watch).
         self.ticks = Histogram(
             "tabgrid_tick_duration_seconds",
             "Scheduler ticks (record results, lease units), hand-off to the database to commit",
