@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate
 
+from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 
@@ -100,14 +101,10 @@ def transient(e: BaseException) -> bool:
     orig = e.orig
     if isinstance(orig, sqlite3.OperationalError):
         return any(word in str(orig) for word in ("locked", "busy"))
-    try:
-        from psycopg import errors
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
     # Deadlocks, serialization failures, shutdowns; but a statement over one of PostgreSQL's
     # limits fails again however often it is tried.
-    limit = isinstance(orig, errors.ProgramLimitExceeded)
-    return isinstance(orig, errors.OperationalError) and not limit
+    limit = isinstance(orig, pg_errors.ProgramLimitExceeded)
+    return isinstance(orig, pg_errors.OperationalError) and not limit
 
 
 def ping(conn: Connection) -> None:
