@@ -94,6 +94,19 @@ def test_oversized_message_closes_the_socket_not_the_server(client: TestClient) 
     assert client.get("/healthz").status_code == 200
 
 
+def test_a_message_over_the_welcomes_count_of_results_is_refused(client: TestClient) -> None:
+    with client.websocket_connect(WS) as ws:
+        ws.send_text(json.dumps(HELLO | {"acks": True}))
+        welcome = ws.receive_json()
+        assert welcome["max_results"] == 2 * Limits().max_leases
+        n = welcome["max_results"] + 1
+        ws.send_text(json.dumps({"type": "result", "results": [{"lease": i} for i in range(n)]}))
+        ack = ws.receive_json()
+        assert ack["type"] == "ack" and len(ack["leases"]) == n, "refused for good"
+        err = ws.receive_json()
+        assert err["code"] == "too_many" and f"{n} results" in err["message"]
+
+
 def test_flow_control_never_sends_more_than_asked(client: TestClient) -> None:
     submit(client, 5, quorum=2)
     with client.websocket_connect(WS) as ws:

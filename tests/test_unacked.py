@@ -159,3 +159,38 @@ async def forgets_them_under_a_new_identity() -> list[str]:
 def test_unacknowledged_results_of_an_old_identity_are_dropped() -> None:
     logs = asyncio.run(forgets_them_under_a_new_identity())
     assert any("dropped 1 unacknowledged results of the old identity" in line for line in logs)
+
+
+async def resends_within_the_coordinators_count() -> list[list[int]]:
+    stop, logs = asyncio.Event(), []
+    async with FakeCoordinator() as fake:
+        task = start_worker(fake.url, stop, logs)
+        peer = await fake.next_peer()
+        await peer.recv(Hello)
+        await peer.send(acking())
+        await peer.recv(Ready)
+        await peer.send(JobSpec(job=1, kernel="checksum", params={}, inputs={}))
+        await peer.send(Lease([lease(n, 1, {"k": n}) for n in range(10, 15)]))
+        got: list[int] = []
+        while len(got) < 5:
+            got += [r.lease for r in (await peer.recv(Result)).results]
+        await peer.ws.close()  # none acknowledged
+
+        # The next coordinator takes at most 2 results a message: five come in three.
+        again = await fake.next_peer()
+        await again.recv(Hello)
+        welcome = acking()
+        await again.send(msgspec.structs.replace(welcome, max_results=2))
+        messages = [[r.lease for r in (await again.recv(Result)).results] for _ in range(3)]
+        stop.set()
+        await asyncio.wait_for(task, TIMEOUT)
+    return messages
+
+
+def test_results_sent_again_keep_to_the_coordinators_count_per_message() -> None:
+    """A coordinator refuses a message of more results than it says (Welcome.max_results) for
+    good: a worker that kept more unacknowledged, from a coordinator that leases more, splits
+    them."""
+    messages = asyncio.run(resends_within_the_coordinators_count())
+    assert [len(m) for m in messages] == [2, 2, 1]
+    assert sorted(n for m in messages for n in m) == list(range(10, 15))

@@ -30,7 +30,7 @@ export async function loadPyodide() {
 """
 
 SCRIPT = """
-const { Unacked, inMessages, MAX_RESULTS } = await import(process.argv[1]);
+const { Unacked, inMessages, maxResults, MAX_RESULTS } = await import(process.argv[1]);
 const item = (lease, error = 'boom') => ({ lease, error });
 const leases = (kept) => kept.items().map((i) => i.lease);
 const out = {};
@@ -55,6 +55,9 @@ out.tooBig = tooBig;
 const fits = inMessages([1, 2, 3, 4].map((n) => item(n)), 64 + 2 * 27);
 out.packed = fits.messages.map((m) => m.map((i) => i.lease));
 out.maxResults = MAX_RESULTS;
+const byItems = inMessages([1, 2, 3, 4, 5].map((n) => item(n)), 1 << 20, 2);
+out.byItems = byItems.messages.map((m) => m.map((i) => i.lease));
+out.welcomeCounts = [maxResults({ max_results: 7 }), maxResults({})];
 try { new Unacked(0); } catch (e) { out.refused = e instanceof RangeError; }
 console.log(JSON.stringify(out));
 """
@@ -79,6 +82,8 @@ def test_the_browser_worker_keeps_unacknowledged_results_as_the_native_one() -> 
     assert out["messages"] == [[1, 3]] and out["tooBig"] == [2]
     assert out["packed"] == [[1, 2], [3, 4]], "each message under the bound, in order"
     assert out["maxResults"] == 128 and out["refused"] is True
+    assert out["byItems"] == [[1, 2], [3, 4], [5]], "within the coordinator's count"
+    assert out["welcomeCounts"] == [7, 128], "a welcome that says nothing: the default"
 
 
 def test_the_tab_sends_unacknowledged_results_again_after_a_reconnect(tmp_path: Path) -> None:

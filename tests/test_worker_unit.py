@@ -394,15 +394,18 @@ def test_results_pack_under_the_message_bound() -> None:
     outputs = {"y": Array("uint8", (100,), bytes(range(100)))}
     items = [Finished.ok(n, "w", outputs, 1.0).item(max_inline=1000) for n in range(10)]
     one = len(encoder.encode(items[0]))
-    packed, too_big = pack(items, max_message=3 * one + 100)
+    packed, too_big = pack(items, max_message=3 * one + 100, max_items=100)
     assert too_big == []
     assert [p.positions for p in packed] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
     for p in packed:
         assert len(p.message) <= 3 * one + 100
         decoded = msgspec.json.decode(p.message, type=Result)
         assert [r.lease for r in decoded.results] == p.positions
-    packed, too_big = pack(items[:2], max_message=one // 2)
+    packed, too_big = pack(items[:2], max_message=one // 2, max_items=100)
     assert packed == [] and too_big == [0, 1]
+    # And under the count a coordinator takes in one message (Welcome.max_results).
+    packed, too_big = pack(items[:5], max_message=1 << 20, max_items=2)
+    assert [p.positions for p in packed] == [[0, 1], [2, 3], [4]] and too_big == []
 
 
 def test_outputs_over_max_inline_wait_for_upload() -> None:

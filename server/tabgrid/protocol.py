@@ -120,6 +120,9 @@ class Welcome(Struct, tag="welcome", frozen=True):
     max_inline: int
     max_message: int
     acks: bool = False  # this coordinator acknowledges results (Ack)
+    # The most results one Result message may carry here; 0 (a coordinator that does not say):
+    # twice the default max_leases.
+    max_results: int = 0
 
 
 class JobSpec(Struct, tag="job", frozen=True):

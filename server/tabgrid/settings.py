@@ -37,6 +37,12 @@ class Limits:
     embed_unit_texts: int = 32
     embed_unit_tokens: int = 4096
 
+    @property
+    def max_results(self) -> int:
+        """Results one Result message may carry: a worker's leases, and as many again that it
+        kept unacknowledged from before a reconnect."""
+        return 2 * self.max_leases
+
 
 BLOB_STORES = ("files", "db")
 MAX_SWEEP_INTERVAL_S = 3600.0

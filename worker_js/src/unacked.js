@@ -70,9 +70,12 @@ export class Unacked {
   }
 }
 
-// The items as result messages of at most maxMessage bytes each, in order; tooBig: the leases
-// of items that fit in no message.
-export function inMessages(items, maxMessage) {
+// The results one message may carry to the coordinator that sent this welcome.
+export const maxResults = (welcome) => welcome.max_results || MAX_RESULTS;
+
+// The items as result messages of at most maxMessage bytes and maxItems items each, in order;
+// tooBig: the leases of items that fit in no message.
+export function inMessages(items, maxMessage, maxItems = MAX_RESULTS) {
   const messages = [];
   const tooBig = [];
   let batch = [];
@@ -83,7 +86,7 @@ export function inMessages(items, maxMessage) {
       tooBig.push(item.lease);
       continue;
     }
-    if (batch.length && size + n > maxMessage) {
+    if (batch.length && (size + n > maxMessage || batch.length >= maxItems)) {
       messages.push(batch);
       batch = [];
       size = ENVELOPE;

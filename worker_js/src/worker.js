@@ -27,7 +27,7 @@ import {
 } from './page-messages.js';
 import { errorItem, outputsItem } from './results.js';
 import { loadRuntime } from './runtime.js';
-import { inMessages, Unacked } from './unacked.js';
+import { inMessages, MAX_RESULTS, maxResults, Unacked } from './unacked.js';
 
 const PROTOCOL = 1;
 const FIGURES_EVERY_MS = 1000;
@@ -122,6 +122,8 @@ class VolunteerWorker {
       this.unacked.clear();
     }
     this.identity = { workerId: msg.worker_id, secret: msg.secret };
+    // A coordinator that leases more than the default keeps as many results unacknowledged.
+    this.unacked.maxResults = Math.max(MAX_RESULTS, maxResults(msg));
     post(identityMessage(this.identity));
     this.credit = 0;
     log('info', `connected as worker ${msg.worker_id.slice(0, 8)}`);
@@ -303,13 +305,23 @@ class VolunteerWorker {
 
   flush() {
     if (!this.conn?.open || !this.finished.length) return;
+    const { welcome } = this.conn;
     const current = this.finished.filter((f) => f.workerId === this.identity.workerId);
-    const items = current.map((f) => f.item);
-    if (this.conn.send({ type: 'result', results: items })) {
-      this.finished = [];
-      if (this.conn.welcome?.acks) this.keep(items);
+    // Within the coordinator's count: results of leases from one that leased more (before a
+    // reconnect) would otherwise go in a message it refuses.
+    const { messages } = inMessages(
+      current.map((f) => f.item),
+      Infinity,
+      maxResults(welcome),
+    );
+    const sent = new Set();
+    for (const items of messages) {
+      if (!this.conn.send({ type: 'result', results: items })) break;
+      for (const item of items) sent.add(item.lease);
+      if (welcome.acks) this.keep(items);
       if (this.firstResultMs === null) this.firstResultMs = performance.now() - this.startedAt;
     }
+    if (sent.size) this.finished = current.filter((f) => !sent.has(f.item.lease));
   }
 
   keep(items) {
@@ -324,7 +336,11 @@ class VolunteerWorker {
   // before recording them. One it recorded already is acknowledged and ignored.
   resend(welcome) {
     if (!this.unacked.size) return;
-    const { messages, tooBig } = inMessages(this.unacked.items(), welcome.max_message);
+    const { messages, tooBig } = inMessages(
+      this.unacked.items(),
+      welcome.max_message,
+      maxResults(welcome),
+    );
     if (tooBig.length) {
       this.unacked.forget(tooBig);
       log('warn', `dropped ${tooBig.length} unacknowledged results too large for a message`);

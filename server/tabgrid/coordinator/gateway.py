@@ -156,7 +156,7 @@ class WorkerConnection:
             case (State.SERVING, Hold()):
                 self.scheduler.hold(self)
             case (State.SERVING, Result(results=items)):
-                if len(items) > self.limits.max_leases * 2:
+                if len(items) > self.limits.max_results:
                     if self.acks:  # refused for good: sending them again cannot help
                         self.post(Ack(leases=[item.lease for item in items]))
                     self._complain("too_many", f"{len(items)} results in one message")
@@ -188,6 +188,7 @@ class WorkerConnection:
                 max_inline=self.limits.max_inline,
                 max_message=self.limits.max_message,
                 acks=True,
+                max_results=self.limits.max_results,
             )
         )
         self.scheduler.attach(self)

@@ -82,8 +82,11 @@ class Packed:
     positions: list[int]
 
 
-def pack(items: list[ResultItem], max_message: int) -> tuple[list[Packed], list[int]]:
-    """Result messages of at most ``max_message`` bytes carrying ``items`` in order.
+def pack(
+    items: list[ResultItem], max_message: int, max_items: int
+) -> tuple[list[Packed], list[int]]:
+    """Result messages of at most ``max_message`` bytes and ``max_items`` items carrying
+    ``items`` in order.
 
     Returns each message with the positions of the items it carries, and the positions of
     items too large for any message.
@@ -98,7 +101,7 @@ def pack(items: list[ResultItem], max_message: int) -> tuple[list[Packed], list[
         if len(encoded) + ENVELOPE > max_message:
             too_big.append(position)
             continue
-        if batch and size + len(encoded) + 1 > max_message:
+        if batch and (size + len(encoded) + 1 > max_message or len(batch) >= max_items):
             packed.append(Packed(_message(batch), positions))
             batch, positions, size = [], [], ENVELOPE
         batch.append(encoded)

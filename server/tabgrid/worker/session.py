@@ -53,7 +53,7 @@ from tabgrid.runtime.errors import KernelError
 from tabgrid.runtime.loader import run_unit
 from tabgrid.worker.blobs import BlobCache, BlobError, BlobUnreachable, put_blob, worker_auth
 from tabgrid.worker.results import Finished, pack
-from tabgrid.worker.unacked import Unacked
+from tabgrid.worker.unacked import MAX_RESULTS, Unacked, max_results
 
 Log = Callable[[str], None]
 
@@ -329,6 +329,8 @@ class Worker:
             self.log(f"could not keep the worker identity in {self.state_file}: {e}")
         # Incoming messages are bounded by the coordinator's own limit from now on.
         ws.protocol.max_message_size = welcome.max_message
+        # A coordinator that leases more than the default keeps as many results unacknowledged.
+        self.unacked.max_results = max(MAX_RESULTS, max_results(welcome))
         self.log(f"connected to {self.url} as worker {welcome.worker_id}")
         if self.finished:
             self.log(f"sending {len(self.finished)} results finished while disconnected")
@@ -484,7 +486,7 @@ class Worker:
             else:
                 sendable.append(f)
         items = [f.item(welcome.max_inline) for f in sendable]
-        packed, too_big = pack(items, welcome.max_message)
+        packed, too_big = pack(items, welcome.max_message, max_results(welcome))
         for position in too_big:
             self._too_big(sendable[position])
         for batch in packed:
@@ -512,7 +514,7 @@ class Worker:
             return
         items = self.unacked.items()
         self.log(f"sending {len(items)} unacknowledged results again")
-        packed, too_big = pack(items, welcome.max_message)
+        packed, too_big = pack(items, welcome.max_message, max_results(welcome))
         if too_big:
             self.unacked.forget(items[p].lease for p in too_big)
             self.log(f"dropped {len(too_big)} unacknowledged results too large for a message")

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from tabgrid.protocol import ResultItem, encoder
+from tabgrid.protocol import ResultItem, Welcome, encoder
 from tabgrid.settings import Limits
 
 # As many results as one Result message may carry by default (the gateway's bound), and a
 # bound on their bytes: inline outputs may be up to a message each.
-MAX_RESULTS = 2 * Limits().max_leases
+MAX_RESULTS = Limits().max_results
 MAX_BYTES = 32 << 20
 
 
@@ -65,3 +65,8 @@ class Unacked:
             return False
         self.bytes -= kept[1]
         return True
+
+
+def max_results(welcome: Welcome) -> int:
+    """The results one message may carry to the coordinator that sent ``welcome``."""
+    return welcome.max_results or MAX_RESULTS
