@@ -122,3 +122,39 @@ def test_a_sweep_that_failed_does_not_stop_the_sweeper(
 
     asyncio.run(asyncio.wait_for(watch(), 10))
     assert len(calls) >= 3
+
+
+def test_a_coordinator_is_seen_by_the_databases_clock(store: Store) -> None:
+    store.tx(coordinators_q.register, "A", "host-a", 1)
+    q = select(coordinators_q.C.c.seen_at).where(coordinators_q.C.c.id == "A")
+    first = store.tx(lambda c: c.execute(q).scalar_one())
+    assert abs(first - time.time()) < 5, "seconds since the epoch, as the hosts count them"
+    time.sleep(0.05)
+    store.tx(coordinators_q.renew, "A")
+    assert store.tx(lambda c: c.execute(q).scalar_one()) > first
+
+
+def test_a_coordinator_whose_clock_runs_ahead_finds_the_others_alive(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Judged by its own clock, a minute ahead, every other coordinator would look silent at
+    # each of its sweeps, and their workers' leases would be released again and again.
+    if not store.is_postgres:
+        pytest.skip("on SQLite one coordinator runs alone: nobody releases anybody")
+    sched = Scheduler(store, FileBlobStore(tmp_path), Settings(), Telemetry())
+    asyncio.run(sched.start())
+    submit(store, 2, quorum=1)
+    store.tx(coordinators_q.register, "other", "host", 1)
+    lease(store, worker(store, "1"), 2, "other")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 60)
+    sched._renewed = time.time()
+    asyncio.run(sched._coordinators())
+    assert leased(store) == 2, "alive by the database's clock"
+    monkeypatch.undo()
+    # Silent for a minute by the database's clock: gone.
+    stale = text("UPDATE coordinators SET seen_at = seen_at - 60 WHERE id = 'other'")
+    store.tx(lambda c: c.execute(stale))
+    sched._renewed = time.time()
+    asyncio.run(sched._coordinators())
+    assert leased(store) == 0

@@ -122,7 +122,7 @@ class Scheduler:
 
     async def start(self) -> None:
         me, host = self.coordinator_id, socket.gethostname()
-        await self.store.run(coordinators_q.register, me, host, os.getpid(), time.time())
+        await self.store.run(coordinators_q.register, me, host, os.getpid())
         if not self.store.is_postgres:
             # A lone coordinator: any other row is a previous run, whose leases wait below.
             await self.store.run(coordinators_q.forget_others, me)
@@ -282,7 +282,7 @@ class Scheduler:
         (killed, cut off): their workers reconnect elsewhere and their units are leased again."""
         me, ttl = self.coordinator_id, self.settings.coordinator_ttl_s
         # Renewed in a transaction of its own: never held back or undone by the release.
-        await self.store.run(coordinators_q.renew, me, time.time())
+        await self.store.run(coordinators_q.renew, me)
         renewed, last = time.time(), self._renewed
         self._renewed = renewed
         # One coordinator on SQLite: a restart's leases wait restart_grace_s instead (start).
@@ -290,7 +290,7 @@ class Scheduler:
         # database was): they are silent for the same reason, not gone; it waits a sweep.
         if not self.store.is_postgres or renewed - last > ttl:
             return
-        n = await self.store.run(coordinators_q.release_gone, me, time.time(), ttl)
+        n = await self.store.run(coordinators_q.release_gone, me, None, ttl)
         if n:
             log.warning("released %d leases of coordinators silent for %.0f s", n, ttl)
 

@@ -8,10 +8,14 @@ reconnects elsewhere resends what it finished, and those results still count
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, and_, delete, insert, select, text, update
+import time
+
+from sqlalchemy import Connection, Float, and_, delete, insert, literal, select, text, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from tabgrid.store.leases import R, replace_replicas
 from tabgrid.store.notify import announce
+from tabgrid.store.sql import db_clock
 from tabgrid.store.tables import Coordinator
 
 C = Coordinator.__table__  # type: ignore[attr-defined]
@@ -19,19 +23,30 @@ C = Coordinator.__table__  # type: ignore[attr-defined]
 GONE = "every replica was lost with its coordinator and max_replicas is reached"
 
 
-def register(conn: Connection, coordinator: str, host: str, pid: int, now: float) -> None:
-    row = {"id": coordinator, "host": host, "pid": pid, "started_at": now, "seen_at": now}
+# Times: the database's clock (sql.db_clock) unless a test gives one. A coordinator whose host
+# clock ran ahead by the ttl would otherwise find every other one silent at each sweep.
+Clock = float | None
+
+
+def _clock(now: Clock) -> ColumnElement[float]:
+    return db_clock() if now is None else literal(now, Float)
+
+
+def register(conn: Connection, coordinator: str, host: str, pid: int, now: Clock = None) -> None:
+    at = _clock(now)
+    row = {"id": coordinator, "host": host, "pid": pid, "started_at": at, "seen_at": at}
     conn.execute(insert(C).values(row))
 
 
-def renew(conn: Connection, coordinator: str, now: float) -> None:
+def renew(conn: Connection, coordinator: str, now: Clock = None) -> None:
     """Says this coordinator is alive; a row removed meanwhile (it was thought gone) comes
     back, since its own leases were released then and it holds only new ones."""
-    if conn.execute(update(C).where(C.c.id == coordinator).values(seen_at=now)).rowcount == 0:
+    seen = update(C).where(C.c.id == coordinator).values(seen_at=_clock(now))
+    if conn.execute(seen).rowcount == 0:
         register(conn, coordinator, "", 0, now)
 
 
-def release_gone(conn: Connection, me: str, now: float, ttl: float) -> int:
+def release_gone(conn: Connection, me: str, now: Clock, ttl: float) -> int:
     """Releases the leases of coordinators not heard from for ``ttl`` seconds and forgets
     them; returns how many leases. Leases with no coordinator (made before coordinators had
     ids) are left to their deadline."""
@@ -39,7 +54,7 @@ def release_gone(conn: Connection, me: str, now: float, ttl: float) -> int:
         c
         for (c,) in conn.execute(
             select(C.c.id)
-            .where(C.c.seen_at < now - ttl, C.c.id != me)
+            .where(C.c.seen_at < _clock(now) - ttl, C.c.id != me)
             .order_by(C.c.id)
             # Another coordinator releasing the same one has it: no one waits on anyone.
             .with_for_update(skip_locked=True)
@@ -49,7 +64,9 @@ def release_gone(conn: Connection, me: str, now: float, ttl: float) -> int:
         return 0
     # The literal lets SQLite and PostgreSQL use the partial index on live leases.
     live = and_(text("replicas.state = 'leased'"), R.c.coordinator.in_(gone))
-    n = replace_replicas(conn, live, "released", "inflight", GONE, now)
+    n = replace_replicas(
+        conn, live, "released", "inflight", GONE, time.time() if now is None else now
+    )
     conn.execute(delete(C).where(C.c.id.in_(gone)))
     if n:
         announce(conn)

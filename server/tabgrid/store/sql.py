@@ -7,13 +7,14 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 import msgspec
-from sqlalchemy import Boolean, Connection, Dialect, Table, Text, bindparam, text
+from sqlalchemy import Boolean, Connection, Dialect, Float, Table, Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -236,6 +237,24 @@ def _in_ids_json(element: InIds, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(InIds, "postgresql")
 def _in_ids_array(element: InIds, compiler: SQLCompiler, **kw: Any) -> str:
     return f"{compiler.process(element.column, **kw)} = ANY({compiler.process(element.ids, **kw)})"
+
+
+class db_clock(FunctionElement[float]):  # noqa: N801 (used as a SQL function is)
+    """The database's clock, in seconds since the epoch: coordinators on several hosts judge
+    each other's silence by one clock, whatever their own say."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(db_clock)
+def _db_clock_sqlite(element: db_clock, compiler: SQLCompiler, **kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"  # the Julian day of the epoch
+
+
+@compiles(db_clock, "postgresql")
+def _db_clock_pg(element: db_clock, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
 
 
 _ignoring: dict[tuple[str, str], Many] = {}
