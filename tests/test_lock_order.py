@@ -1,6 +1,7 @@
-"""Lock order on PostgreSQL: an operator's ban and a tick recording the banned worker's results,
-run at once through two connections, wait for each other instead of deadlocking (PostgreSQL
-ends a deadlock after deadlock_timeout by failing one of the two)."""
+"""A ban beside a tick on PostgreSQL, through two connections: a ban and a tick recording the
+banned worker's results wait for each other instead of deadlocking (PostgreSQL ends a deadlock
+after deadlock_timeout by failing one of the two), and a ban that commits while a tick runs
+stops that worker's results in it."""
 
 from __future__ import annotations
 
@@ -72,3 +73,33 @@ def test_a_ban_waits_for_a_tick_that_records_that_workers_results(
         assert row is not None and row["banned"]
     finally:
         store.close()
+
+
+def test_a_ban_committed_after_a_tick_looked_still_stops_its_results(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tick looks at bans first; another coordinator's ban commits right after (releasing
+    # the worker's leases); the tick then reads the worker's replicas. A released lease's
+    # result is taken, so only a second look, with the replicas locked, refuses it.
+    if not store.is_postgres:
+        pytest.skip("on SQLite a ban and a tick take turns on the database's one thread")
+    submit_checksum(store, 1, quorum=2)
+    caught = worker(store, "1")
+    (mine,) = claim(store, caught, 1)
+    sched = Scheduler(store, FileBlobStore(tmp_path / "blobs"), Settings(), Telemetry())
+    looks, stopped = [], bans.stopped
+
+    def ban_right_after_the_first_look(conn, worker_ids):  # type: ignore[no-untyped-def]
+        looks.append(worker_ids)
+        if len(looks) == 1:
+            found = stopped(conn, worker_ids)
+            store.tx(bans.ban, caught, "caught", time.time())
+            return found
+        return stopped(conn, worker_ids)
+
+    monkeypatch.setattr(bans, "stopped", ban_right_after_the_first_look)
+    item = ResultItem(lease=mine.lease, outputs=out("answer", data=True))
+    done = store.tx(sched._work, [Incoming(caught, item)], {}, time.time())
+    assert len(looks) == 2
+    assert done.outcome.rejected == [(caught, "this worker is banned: its results do not count")]
+    assert caught not in done.outcome.stats

@@ -198,6 +198,12 @@ class Round:
         self, conn: Connection, batch: list[Incoming], out: Outcome, banned: frozenset[str]
     ) -> list[tuple[Incoming, Held]]:
         reps = results_q.held(conn, [inc.item.lease for inc in batch])
+        # Read again with their replicas locked: a ban through another coordinator that
+        # committed after this tick looked (and released those leases) is seen now.
+        senders = sorted({inc.worker for inc in batch} - banned)
+        if senders:
+            stopped = bans.stopped(conn, senders)
+            banned = banned | {w for w, why in stopped.items() if why == "banned"}
         accepted, seen = [], set()
         for inc in batch:
             rep = reps.get(inc.item.lease)
