@@ -97,3 +97,4 @@ def test_the_tab_sends_unacknowledged_results_again_after_a_reconnect(tmp_path: 
     assert out["afterCallBack"] == ["hello", "ready", "ready"], "no result for a called-back unit"
     assert any("unit 108 of job 1 was called back" in line for line in out["logs"])
     assert any("sending 1 unacknowledged results again" in line for line in out["logs"])
+    assert out["resentOneByOne"] == [[9], [10]], "one a message, as that welcome said"

@@ -122,7 +122,7 @@ class Welcome(Struct, tag="welcome", frozen=True):
     acks: bool = False  # this coordinator acknowledges results (Ack)
     # The most results one Result message may carry here; 0 (a coordinator that does not say):
     # twice the default max_leases.
-    max_results: int = 0
+    max_results: Annotated[int, Meta(ge=0)] = 0
 
 
 class JobSpec(Struct, tag="job", frozen=True):

@@ -1,7 +1,7 @@
 // The browser worker (worker_js/src/worker.js) under Node, with a fake WebSocket and a fake
 // Pyodide: it sends a result, loses the connection, sends the result again first thing after
 // the next welcome without computing it again, and forgets it once acknowledged; a unit called
-// back while it computes gives no result.
+// back while it computes gives no result; results sent again keep to the count a welcome says.
 //   node tab_resends.mjs WORKER_JS_URL FAKE_PYODIDE_DIR_URL    (prints a JSON summary)
 
 const [workerURL, indexURL] = process.argv.slice(2);
@@ -107,6 +107,17 @@ finish();
 await until('its end logged', () => posted.some((m) => m.type === 'log' && m.text.includes('called back')));
 await until('a ready after it', () => kinds(third).filter((k) => k === 'ready').length === 2);
 out.afterCallBack = kinds(third);
+
+// Two results no ack named, then a coordinator that takes one a message: sent in two.
+const leased = (ws) => ws.sent.filter((m) => m.type === 'result').flatMap((m) => m.results);
+third.deliver({ type: 'lease', leases: [9, 10].map((n) => ({ ...lease, lease: n, unit: 100 + n })) });
+await until('two more results', () => leased(third).length === 2);
+third.drop();
+await until('the fourth hello', () => sockets.length === 4 && sockets[3].sent.length === 1);
+const fourth = sockets[3];
+fourth.deliver({ ...welcome, max_results: 1 });
+await until('both sent again', () => leased(fourth).length === 2);
+out.resentOneByOne = fourth.sent.filter((m) => m.type === 'result').map((m) => m.results.map((r) => r.lease));
 out.logs = posted.filter((m) => m.type === 'log').map((m) => m.text);
 self.onmessage({ data: { type: 'stop' } });
 console.log(JSON.stringify(out));

@@ -122,8 +122,9 @@ class VolunteerWorker {
       this.unacked.clear();
     }
     this.identity = { workerId: msg.worker_id, secret: msg.secret };
-    // A coordinator that leases more than the default keeps as many results unacknowledged.
-    this.unacked.maxResults = Math.max(MAX_RESULTS, maxResults(msg));
+    // A coordinator that leases more than the default keeps as many results unacknowledged;
+    // those kept from one that leased more still wait for their acknowledgement here.
+    this.unacked.maxResults = Math.max(MAX_RESULTS, maxResults(msg), this.unacked.size);
     post(identityMessage(this.identity));
     this.credit = 0;
     log('info', `connected as worker ${msg.worker_id.slice(0, 8)}`);

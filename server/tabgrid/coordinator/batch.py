@@ -17,7 +17,7 @@ from tabgrid.protocol import BlobRef, Output, ResultItem, Stats
 from tabgrid.store import blob_rows
 from tabgrid.store import results as results_q
 from tabgrid.store.codec import loads, loads_inputs, loads_outputs, strip_data
-from tabgrid.store.leases import Ended
+from tabgrid.store.leases import Ended, add_ended
 from tabgrid.store.results import Held
 
 
@@ -50,6 +50,9 @@ class Outcome:
     duplicates: int = 0  # results for replicas that had theirs already: ignored
     # Units that ended, by job, when the caller folds them into the jobs (record's defer_jobs).
     ended: Ended = field(default_factory=dict)
+    # Workers found banned (through another coordinator) once their results' replicas were
+    # locked: refused, and given no lease this tick.
+    banned: set[str] = field(default_factory=set)
 
     def merge(self, other: Outcome) -> None:
         """Adds a later part of the same tick (each worker's stats are read after its part)."""
@@ -66,10 +69,8 @@ class Outcome:
         self.caught |= other.caught
         self.reopened += other.reopened
         self.duplicates += other.duplicates
-        for job, (done, failed) in other.ended.items():
-            mine = self.ended.setdefault(job, [0, 0])
-            mine[0] += done
-            mine[1] += failed
+        self.banned |= other.banned
+        add_ended(self.ended, other.ended)
 
 
 @dataclass

@@ -203,7 +203,8 @@ class Round:
         senders = sorted({inc.worker for inc in batch} - banned)
         if senders:
             stopped = bans.stopped(conn, senders)
-            banned = banned | {w for w, why in stopped.items() if why == "banned"}
+            out.banned |= {w for w, why in stopped.items() if why == "banned"}
+            banned = banned | out.banned
         accepted, seen = [], set()
         for inc in batch:
             rep = reps.get(inc.item.lease)

@@ -364,13 +364,17 @@ class Scheduler:
         now: float,
         orphans: frozenset[str] = frozenset(),
     ) -> _TickResult:
+        # Units failed by those releases fold into their jobs at the end, where ticks lock jobs.
+        orphaned: leases_q.Ended = {}
         for wid in sorted(orphans):
-            leases_q.release_worker(conn, wid, now, self.coordinator_id)
+            leases_q.release_worker(conn, wid, now, self.coordinator_id, orphaned)
         # One look at the operator's bans and drains for every worker this tick touches.
         involved = set(wanted) | {inc.worker for inc in batch}
         stopped = bans.stopped(conn, sorted(involved)) if involved else {}
         banned = frozenset(w for w, why in stopped.items() if why == "banned")
         outcome = self._record(conn, self._check_inline(batch), now, banned)
+        leases_q.add_ended(outcome.ended, orphaned)
+        stopped |= {w: "banned" for w in outcome.banned}
         if outcome.new_work:
             announce(conn)  # a disagreement asked for a replica another coordinator may serve
         res = _TickResult(outcome)

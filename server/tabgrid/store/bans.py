@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, or_, select, update
 
-from tabgrid.store.leases import release_worker, replace_replicas
+from tabgrid.store.leases import Ended, finish_jobs, release_worker, replace_replicas
 from tabgrid.store.notify import announce, worker_changed
 from tabgrid.store.sql import One, in_ids
 from tabgrid.store.tables import Replica, Unit, Worker
@@ -28,10 +28,12 @@ def exists(conn: Connection, worker_id: str) -> bool:
 
 def ban(conn: Connection, worker_id: str, reason: str, now: float) -> Banned:
     _lock_what_a_ban_changes(conn, worker_id)
-    released = release_worker(conn, worker_id, now)
-    discarded = _discard_unvalidated(conn, worker_id, now)
-    # The worker's row last, as a tick takes it last (its credit): see below.
+    ended: Ended = {}
+    released = release_worker(conn, worker_id, now, ended=ended)
+    discarded = _discard_unvalidated(conn, worker_id, now, ended)
+    # The worker's row, then the jobs' rows, last: as a tick takes them (credit, then jobs).
     conn.execute(update(W).where(W.c.id == worker_id).values(banned=True, ban_reason=reason))
+    finish_jobs(conn, ended, now)
     if discarded:
         announce(conn)
     worker_changed(conn, worker_id)  # the coordinator holding its connection closes it
@@ -39,30 +41,36 @@ def ban(conn: Connection, worker_id: str, reason: str, now: float) -> Banned:
 
 
 def _lock_what_a_ban_changes(conn: Connection, worker_id: str) -> None:
-    """Locks (PostgreSQL; SQLite serializes writers anyway) the worker's live replicas, then
-    their units, each in id order, before anything else: the order in which a tick recording
-    this worker's results takes them, and then the worker's row. A ban that took the worker's
-    row first, or one set of units before another set of replicas, could wait for such a tick
-    while it waited for the ban: a deadlock, which PostgreSQL ends after a second by failing
-    one of them."""
-    live = and_(R.c.worker_id == worker_id, or_(R.c.state == "leased", R.c.state == "returned"))
-    rows = conn.execute(
-        select(R.c.id, R.c.unit_id).where(live).order_by(R.c.id).with_for_update()
-    ).all()
-    units = sorted({unit for _, unit in rows})
+    """Locks (PostgreSQL; SQLite serializes writers anyway) what a ban changes in the order a
+    tick takes it, before anything else. A tick locks the replicas its results name, then
+    their units, then writes verdicts onto the units' stored results, and takes workers' and
+    jobs' rows last. So: the worker's replicas a result may still name (leased, or released
+    with no result yet: what a reconnecting worker sends again), then the units of all its
+    live replicas, then its stored results, each in id order. Taken in another order, a ban
+    could wait for a tick that waits for it: a deadlock, which PostgreSQL ends after a second
+    by failing one of them. Waiting here on a tick that records one of these results, the ban
+    then finds that result stored, and discards it."""
+    awaited = and_(
+        R.c.worker_id == worker_id,
+        or_(R.c.state == "leased", and_(R.c.state == "released", R.c.returned_at.is_(None))),
+    )
+    conn.execute(select(R.c.id).where(awaited).order_by(R.c.id).with_for_update()).all()
+    stored = and_(R.c.worker_id == worker_id, R.c.state == "returned")
+    units = sorted(set(conn.execute(select(R.c.unit_id).where(or_(awaited, stored))).scalars()))
     if units:
         _LOCK_UNITS.all(conn, {"ids": units})
+    conn.execute(select(R.c.id).where(stored).order_by(R.c.id).with_for_update()).all()
 
 
 _LOCK_UNITS = One(select(U.c.id).where(in_ids(U.c.id)).order_by(U.c.id).with_for_update())
 
 
-def _discard_unvalidated(conn: Connection, worker_id: str, now: float) -> int:
+def _discard_unvalidated(conn: Connection, worker_id: str, now: float, ended: Ended) -> int:
     """Results waiting for a quorum stop counting: each unit asks for another replica.
     Validated results stay: a verdict already given is not taken back."""
     waiting = and_(R.c.worker_id == worker_id, R.c.state == "returned")
     reason = "results were discarded (banned worker) and max_replicas is reached"
-    return replace_replicas(conn, waiting, "discarded", "results", reason, now)
+    return replace_replicas(conn, waiting, "discarded", "results", reason, now, ended)
 
 
 # Built once: the scheduler runs it every tick (sql.in_ids).

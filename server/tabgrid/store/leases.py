@@ -176,15 +176,19 @@ def claimed(
 
 
 def release_worker(
-    conn: Connection, worker: str, now: float, coordinator: str | None = None
+    conn: Connection,
+    worker: str,
+    now: float,
+    coordinator: str | None = None,
+    ended: Ended | None = None,
 ) -> int:
     """Releases the leases a worker holds, those one coordinator gave it (it disconnected
     from that one: it may be connected to another already) or all (it is banned); returns
-    how many."""
+    how many. Units that fail for it go to ``ended`` when given (save_units)."""
     where = and_(R.c.worker_id == worker, R.c.state == "leased")
     if coordinator is not None:
         where = and_(where, R.c.coordinator == coordinator)
-    return _release(conn, where, now)
+    return _release(conn, where, now, ended)
 
 
 def expire(conn: Connection, now: float) -> int:
@@ -202,20 +206,27 @@ def shorten_deadlines(conn: Connection, deadline: float) -> int:
     return res.rowcount
 
 
-def _release(conn: Connection, where, now: float) -> int:  # type: ignore[no-untyped-def]
+def _release(conn: Connection, where, now: float, ended: Ended | None = None) -> int:  # type: ignore[no-untyped-def]
     reason = "every replica was lost (worker gone or deadline passed) and max_replicas is reached"
-    n = replace_replicas(conn, where, "released", "inflight", reason, now)
+    n = replace_replicas(conn, where, "released", "inflight", reason, now, ended)
     if n:
         announce(conn)
     return n
 
 
 def replace_replicas(  # type: ignore[no-untyped-def]
-    conn: Connection, where, state: str, counter: str, reason: str, now: float
+    conn: Connection,
+    where,
+    state: str,
+    counter: str,
+    reason: str,
+    now: float,
+    ended: Ended | None = None,
 ) -> int:
     """Marks the replicas matching ``where`` as ``state``, takes them off each unit's
     ``counter`` (inflight or results) and asks for as many new replicas as the policy allows;
-    a unit that can get none fails with ``reason``. Returns how many replicas it marked."""
+    a unit that can get none fails with ``reason``, folded into its job at once or, given
+    ``ended``, there (save_units). Returns how many replicas it marked."""
     # Row locks (PostgreSQL; SQLite serializes writers anyway) taken replicas first, then
     # units, each in id order, the same as the result path: no lost update, no deadlock.
     q = select(R.c.id, R.c.unit_id).where(where).order_by(R.c.id).with_for_update()
@@ -237,7 +248,7 @@ def replace_replicas(  # type: ignore[no-untyped-def]
             u.replace_replica(policies[u.job_id])
         u.fail_if_stuck(reason)
         u.derive_state()
-    save_units(conn, units, now)
+    save_units(conn, units, now, ended)
     return len(rows)
 
 
@@ -308,6 +319,13 @@ def load_units_and_specs(
 
 # Units that just ended, by job: [done, failed].
 Ended = dict[int, list[int]]
+
+
+def add_ended(into: Ended, more: Ended) -> None:
+    for job, (done, failed) in more.items():
+        mine = into.setdefault(job, [0, 0])
+        mine[0] += done
+        mine[1] += failed
 
 
 def save_units(

@@ -329,8 +329,9 @@ class Worker:
             self.log(f"could not keep the worker identity in {self.state_file}: {e}")
         # Incoming messages are bounded by the coordinator's own limit from now on.
         ws.protocol.max_message_size = welcome.max_message
-        # A coordinator that leases more than the default keeps as many results unacknowledged.
-        self.unacked.max_results = max(MAX_RESULTS, max_results(welcome))
+        # A coordinator that leases more than the default keeps as many results unacknowledged;
+        # those kept from one that leased more still wait for their acknowledgement here.
+        self.unacked.max_results = max(MAX_RESULTS, max_results(welcome), len(self.unacked))
         self.log(f"connected to {self.url} as worker {welcome.worker_id}")
         if self.finished:
             self.log(f"sending {len(self.finished)} results finished while disconnected")
