@@ -372,10 +372,22 @@ def test_leases_claimed_for_a_worker_that_left_during_the_tick_are_released(
     monkeypatch.setattr(scheduler, "_work", left_meanwhile)
     asyncio.run(scheduler._tick())
     assert replicas(store) == [(a, "leased")] * 3 and not pa.posted
-    monkeypatch.setattr(scheduler, "_work", work)
+    seen_by_the_tick = []
+
+    def looking(*args, **kw):  # type: ignore[no-untyped-def]
+        seen_by_the_tick.append(replicas(store))
+        return work(*args, **kw)
+
+    monkeypatch.setattr(scheduler, "_work", looking)
+    pb = FakePeer(worker(store, "2"))  # a tick with work of its own
+    scheduler.attach(pb)
+    scheduler.ready(pb, 1)  # type: ignore[arg-type]
     asyncio.run(scheduler._tick())
-    assert replicas(store) == [(a, "released")] * 3
-    assert unit_rows_wanting(store) == 3
+    assert replicas(store)[:3] == [(a, "released")] * 3
+    assert unit_rows_wanting(store) == 2, "one of the three went to the other worker"
+    # Released and committed before the tick's own transaction: inside it, their replicas
+    # and units would be locked before those of the tick's results.
+    assert seen_by_the_tick == [[(a, "released")] * 3]
 
 
 def test_a_release_that_failed_at_disconnect_is_done_by_the_next_tick(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -27,32 +28,39 @@ from tabgrid.store import workers as workers_q
 from test_hardening_store import submit_checksum
 from test_store import claim, out, worker
 
-# Long enough for the ban to reach the lock it waits on; a deadlock is found after 1 s.
-BAN_REACHES_ITS_WAIT_S = 0.5
+BAN_REACHES_ITS_WAIT_S = 10.0  # at most; it is watched for (pg_stat_activity)
 
 
 @dataclass
 class BanBeside:
     """A ban run on another connection while a tick, stopped at one of its steps, holds what
-    it locked so far; the tick goes on once the ban ended or had time to reach its wait."""
+    it locked so far. The tick goes on once the ban waits for one of its locks (PostgreSQL
+    says so) or ended; ``waited`` says which."""
 
     store: Store
+    url: str
     worker: str
     result: bans.Banned | None = None
     error: BaseException | None = None
+    pid: int | None = None
+    waited = False
 
     def during(self, monkeypatch: pytest.MonkeyPatch, owner: object, step: str) -> None:
         real, holding, ended = getattr(owner, step), threading.Event(), threading.Event()
 
         def stopped_there(*args, **kw):  # type: ignore[no-untyped-def]
             holding.set()
-            ended.wait(BAN_REACHES_ITS_WAIT_S)
+            self.waited = self._waits_for_a_lock(ended)
             return real(*args, **kw)
+
+        def banning(conn):  # type: ignore[no-untyped-def]
+            self.pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            return bans.ban(conn, self.worker, "caught", time.time())
 
         def ban() -> None:
             holding.wait(10)
             try:
-                self.result = self.store.tx(bans.ban, self.worker, "caught", time.time())
+                self.result = self.store.tx(banning)
             except BaseException as e:  # noqa: BLE001 (the test reports it)
                 self.error = e
             ended.set()
@@ -61,10 +69,22 @@ class BanBeside:
         self._thread = threading.Thread(target=ban)
         self._thread.start()
 
+    def _waits_for_a_lock(self, ended: threading.Event) -> bool:
+        give_up = time.monotonic() + BAN_REACHES_ITS_WAIT_S
+        with psycopg.connect(self.url, autocommit=True) as watch:
+            while not ended.is_set() and time.monotonic() < give_up:
+                q = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s"
+                row = watch.execute(q, (self.pid,)).fetchone() if self.pid else None
+                if row is not None and row[0] == "Lock":
+                    return True
+                time.sleep(0.01)
+        return False
+
     def wait(self) -> bans.Banned:
         self._thread.join(10)
         assert not self._thread.is_alive(), "the ban never ended"
         assert self.error is None, f"the ban failed: {self.error!r}"
+        assert self.waited, "the ban went through without waiting for the tick's locks"
         assert self.result is not None
         return self.result
 
@@ -97,14 +117,14 @@ def replica_state(store: Store, lease: int) -> str:
 
 
 def test_a_ban_waits_for_a_tick_about_to_credit_that_worker(
-    pg_store: Store, sched: Scheduler, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, pg_store: Store, sched: Scheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The tick holds the replicas and units of its results, and credits workers last.
     submit_checksum(pg_store, 2, quorum=2)
     caught, other = worker(pg_store, "1"), worker(pg_store, "2")
     (mine, _) = claim(pg_store, caught, 2)
     claim(pg_store, other, 2)
-    ban = BanBeside(pg_store, caught)
+    ban = BanBeside(pg_store, pg_url, caught)
     ban.during(monkeypatch, standing, "credit")
     done = tick(pg_store, sched, caught, mine.lease)
     # After the tick's commit: it discards the result the tick stored and takes back the
@@ -115,7 +135,7 @@ def test_a_ban_waits_for_a_tick_about_to_credit_that_worker(
 
 
 def test_a_ban_waits_for_a_tick_about_to_judge_that_workers_stored_result(
-    pg_store: Store, sched: Scheduler, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, pg_store: Store, sched: Scheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The tick holds the other worker's replica and the unit, and writes its verdict onto
     # the stored result of the worker being banned next.
@@ -124,7 +144,7 @@ def test_a_ban_waits_for_a_tick_about_to_judge_that_workers_stored_result(
     (stored,) = claim(pg_store, caught, 1)
     (second,) = claim(pg_store, other, 1)
     tick(pg_store, sched, caught, stored.lease)
-    ban = BanBeside(pg_store, caught)
+    ban = BanBeside(pg_store, pg_url, caught)
     ban.during(monkeypatch, Batch, "flush")
     done = tick(pg_store, sched, other, second.lease)
     assert ban.wait() == bans.Banned(released=0, discarded=0), "validated before the ban"
@@ -133,7 +153,7 @@ def test_a_ban_waits_for_a_tick_about_to_judge_that_workers_stored_result(
 
 
 def test_a_ban_waits_for_a_tick_recording_a_released_leases_result(
-    pg_store: Store, sched: Scheduler, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, pg_store: Store, sched: Scheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A reconnecting worker sends again a result whose lease was released meanwhile; the
     # tick takes it. A ban beside that tick waits for it, then discards the result.
@@ -141,7 +161,7 @@ def test_a_ban_waits_for_a_tick_recording_a_released_leases_result(
     caught = worker(pg_store, "1")
     (mine,) = claim(pg_store, caught, 1)
     pg_store.tx(leases_q.release_worker, caught, time.time())
-    ban = BanBeside(pg_store, caught)
+    ban = BanBeside(pg_store, pg_url, caught)
     ban.during(monkeypatch, Batch, "flush")
     done = tick(pg_store, sched, caught, mine.lease)
     assert caught in done.outcome.stats, "taken: the ban had not committed"

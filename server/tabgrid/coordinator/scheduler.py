@@ -154,17 +154,21 @@ class Scheduler:
             del self.peers[peer.worker_id]
             self._hungry.discard(peer.worker_id)
             self._starving.discard(peer.worker_id)
-            try:
-                n = await self.store.run(
-                    leases_q.release_worker, peer.worker_id, time.time(), self.coordinator_id
-                )
-            except Exception:  # noqa: BLE001 - a deadlock victim, say: the next tick tries
-                log.exception("releasing the leases of worker %s failed", peer.worker_id[:8])
-                self._orphans.add(peer.worker_id)
-                self._wake.set()
-                return
-            if n:
-                self.poke()
+            await self._release_gone_worker(peer.worker_id)
+
+    async def _release_gone_worker(self, wid: str) -> None:
+        """Releases the leases this coordinator gave a worker that is gone, in a transaction of
+        its own: inside a tick its replicas and units would be locked before those of the
+        tick's results, against the order every other transaction takes them in."""
+        try:
+            n = await self.store.run(leases_q.release_worker, wid, time.time(), self.coordinator_id)
+        except Exception:  # noqa: BLE001 - a deadlock victim, say: the next tick tries
+            log.exception("releasing the leases of worker %s failed", wid[:8])
+            self._orphans.add(wid)
+            self._wake.set()
+            return
+        if n:
+            self.poke()
 
     def ready(self, peer: Peer, n: int) -> None:
         room = self.settings.limits.max_leases - len(peer.leases)
@@ -323,15 +327,16 @@ class Scheduler:
             if (p := self.peers.get(wid)) is not None and p.credit > 0 and not p.draining
         }
         self._hungry.clear()
-        orphans = frozenset(w for w in self._orphans if w not in self.peers)
+        orphans = sorted(w for w in self._orphans if w not in self.peers)
         self._orphans.clear()
-        if not batch and not wanted and not orphans:
+        for wid in orphans:
+            await self._release_gone_worker(wid)
+        if not batch and not wanted:
             return
         start = time.perf_counter()
         try:
-            res = await self.store.run(self._work, batch, wanted, time.time(), orphans)
+            res = await self.store.run(self._work, batch, wanted, time.time())
         except Exception:
-            self._orphans |= orphans
             # Nobody's work is forgotten: the workers still want units, and the results are
             # tried again a few times before their leases are left to the deadline.
             self._hungry.update(w for w in wanted if w in self.peers)
@@ -362,18 +367,12 @@ class Scheduler:
         batch: list[Incoming],
         wanted: dict[str, tuple[str, int]],
         now: float,
-        orphans: frozenset[str] = frozenset(),
     ) -> _TickResult:
-        # Units failed by those releases fold into their jobs at the end, where ticks lock jobs.
-        orphaned: leases_q.Ended = {}
-        for wid in sorted(orphans):
-            leases_q.release_worker(conn, wid, now, self.coordinator_id, orphaned)
         # One look at the operator's bans and drains for every worker this tick touches.
         involved = set(wanted) | {inc.worker for inc in batch}
         stopped = bans.stopped(conn, sorted(involved)) if involved else {}
         banned = frozenset(w for w, why in stopped.items() if why == "banned")
         outcome = self._record(conn, self._check_inline(batch), now, banned)
-        leases_q.add_ended(outcome.ended, orphaned)
         stopped |= {w: "banned" for w in outcome.banned}
         if outcome.new_work:
             announce(conn)  # a disagreement asked for a replica another coordinator may serve
