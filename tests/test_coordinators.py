@@ -76,19 +76,26 @@ def leased(store: Store) -> int:
     return store.tx(lambda c: c.execute(q).scalar_one())
 
 
-def test_a_coordinator_that_was_stalled_itself_releases_nobody_that_sweep(
-    store: Store, tmp_path: Path
-) -> None:
-    # After the database stalled for longer than the ttl, every coordinator looks silent to
-    # the first that sweeps; the one that could not renew itself meanwhile knows why.
+def beside_another(store: Store, tmp_path: Path, seen: float | None = None) -> Scheduler:
+    """A started coordinator on PostgreSQL, and another one, "other" (last seen at ``seen``;
+    by default now, by the database's clock), that leased both units of a job."""
     if not store.is_postgres:
         pytest.skip("on SQLite one coordinator runs alone: nobody releases anybody")
     sched = Scheduler(store, FileBlobStore(tmp_path), Settings(), Telemetry())
     asyncio.run(sched.start())
     submit(store, 2, quorum=1)
-    now = time.time()
-    store.tx(coordinators_q.register, "other", "host", 1, now - 60)
+    store.tx(coordinators_q.register, "other", "host", 1, seen)
     lease(store, worker(store, "1"), 2, "other")
+    return sched
+
+
+def test_a_coordinator_that_was_stalled_itself_releases_nobody_that_sweep(
+    store: Store, tmp_path: Path
+) -> None:
+    # After the database stalled for longer than the ttl, every coordinator looks silent to
+    # the first that sweeps; the one that could not renew itself meanwhile knows why.
+    now = time.time()
+    sched = beside_another(store, tmp_path, seen=now - 60)
     sched._renewed = now - 60  # its own last renewal, before the stall
     asyncio.run(sched._coordinators())
     assert leased(store) == 2, "silent like this one: the database stalled, not they"
@@ -139,13 +146,7 @@ def test_a_coordinator_whose_clock_runs_ahead_finds_the_others_alive(
 ) -> None:
     # Judged by its own clock, a minute ahead, every other coordinator would look silent at
     # each of its sweeps, and their workers' leases would be released again and again.
-    if not store.is_postgres:
-        pytest.skip("on SQLite one coordinator runs alone: nobody releases anybody")
-    sched = Scheduler(store, FileBlobStore(tmp_path), Settings(), Telemetry())
-    asyncio.run(sched.start())
-    submit(store, 2, quorum=1)
-    store.tx(coordinators_q.register, "other", "host", 1)
-    lease(store, worker(store, "1"), 2, "other")
+    sched = beside_another(store, tmp_path)
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + 60)
     sched._renewed = time.time()
