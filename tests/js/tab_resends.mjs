@@ -109,14 +109,14 @@ await until('a ready after it', () => kinds(third).filter((k) => k === 'ready').
 out.afterCallBack = kinds(third);
 
 // Two results no ack named, then a coordinator that takes one a message: sent in two.
-const leased = (ws) => ws.sent.filter((m) => m.type === 'result').flatMap((m) => m.results);
+const resultsOf = (ws) => ws.sent.filter((m) => m.type === 'result').flatMap((m) => m.results);
 third.deliver({ type: 'lease', leases: [9, 10].map((n) => ({ ...lease, lease: n, unit: 100 + n })) });
-await until('two more results', () => leased(third).length === 2);
+await until('two more results', () => resultsOf(third).length === 2);
 third.drop();
 await until('the fourth hello', () => sockets.length === 4 && sockets[3].sent.length === 1);
 const fourth = sockets[3];
 fourth.deliver({ ...welcome, max_results: 1 });
-await until('both sent again', () => leased(fourth).length === 2);
+await until('both sent again', () => resultsOf(fourth).length === 2);
 out.resentOneByOne = fourth.sent.filter((m) => m.type === 'result').map((m) => m.results.map((r) => r.lease));
 out.logs = posted.filter((m) => m.type === 'log').map((m) => m.text);
 self.onmessage({ data: { type: 'stop' } });
