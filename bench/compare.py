@@ -11,6 +11,15 @@ and the change in percent.
 
 The figure defaults to the bench's CPU per validated unit (tick, dispatch); for another bench
 give ``--figure`` a regular expression whose first group is the number.
+
+With ``--instructions`` each side runs once under valgrind's callgrind, and the figure is the
+instructions the whole run executed: a count that does not drift with the machine's load,
+repeatable within about 0.1% (the hash seed is fixed), so that a change of a few percent to
+the tick shows where CPU times bury it. Both sides start and set up alike, so the difference
+is the change's; with the bench's ``--units N`` it is also given per unit. Callgrind runs a
+program some fifty times slower: ``tick --units 2000`` takes about a minute.
+
+    ./dev bench compare REV --instructions -- tick --units 2000
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean
 
@@ -40,20 +50,32 @@ def order(runs: int) -> list[str]:
 
 
 def figure(output: str, pattern: str) -> float:
-    found = re.search(pattern, output)
+    found = re.search(pattern, output, re.MULTILINE)
     if found is None:
         raise SystemExit(f"no figure matching {pattern!r} in the bench's output:\n{output}")
     return float(found.group(1).replace(",", ""))
 
 
-def run_once(checkout: Path, name: str, args: list[str], pause: float) -> str:
+# valgrind's last word on a run: "==PID== Collected : N".
+INSTRUCTIONS = r"^==\d+== Collected : (\d+)"
+CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+
+
+def run_once(
+    checkout: Path, name: str, args: list[str], pause: float, counting: bool = False
+) -> str:
+    """The bench's output; counting, valgrind's summary of the run too (stderr)."""
     os.sync()
     time.sleep(pause)
     cmd = [sys.executable, str(checkout / "bench" / f"{name}.py"), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout, check=False)
+    env = None
+    if counting:
+        cmd = [*CALLGRIND, *cmd]
+        env = os.environ | {"PYTHONHASHSEED": "0"}  # the same dict layouts on both sides
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return done.stdout
+    return done.stdout + (done.stderr if counting else "")
 
 
 def summary(label: str, values: list[float]) -> str:
@@ -66,6 +88,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=4, help="runs of each side (default 4)")
     ap.add_argument("--pause", type=float, default=5.0, help="seconds before each run")
     ap.add_argument("--figure", help="regular expression; its first group is the figure")
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count each side's instructions under callgrind, once each, instead",
+    )
     argv = sys.argv[1:]
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         ap.error("say which bench to run: -- NAME [ARGS...]")
@@ -74,24 +101,36 @@ def main() -> None:
     name, args = bench[0], bench[1:]
     if not (ROOT / "bench" / f"{name}.py").exists():
         ap.error(f"no bench/{name}.py")
-    pattern = a.figure or FIGURES.get(name)
+    pattern = INSTRUCTIONS if a.instructions else a.figure or FIGURES.get(name)
     if pattern is None:
         ap.error(f"bench {name!r} has no default figure: give --figure")
     if a.runs < 1:
         ap.error("--runs must be at least 1")
+    if a.instructions and shutil.which("valgrind") is None:
+        ap.error("--instructions wants valgrind: ./dev bench installs it")
     tmp = Path(tempfile.mkdtemp(prefix="compare-"))
     base = tmp / "base"
     git = ["git", "-C", str(ROOT)]
     subprocess.run([*git, "worktree", "add", "--detach", "-q", str(base), a.rev], check=True)
     got: dict[str, list[float]] = {"base": [], "head": []}
+    checkouts = {"base": base, "head": ROOT}
     try:
-        for side in order(a.runs):
-            out = run_once(base if side == "base" else ROOT, name, args, a.pause)
+        if a.instructions:  # a count does not depend on the load: both sides at once, once
+            with ThreadPoolExecutor(2) as pool:
+                outs = pool.map(lambda c: run_once(c, name, args, 0.0, True), checkouts.values())
+                runs = list(zip(checkouts, outs, strict=True))
+        else:
+            sides = order(a.runs)
+            runs = ((side, run_once(checkouts[side], name, args, a.pause)) for side in sides)
+        for side, out in runs:
             got[side].append(figure(out, pattern))
             print(f"{side} ({a.rev if side == 'base' else 'this checkout'}): {got[side][-1]:,.1f}")
     finally:
         subprocess.run([*git, "worktree", "remove", "--force", str(base)], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+    if a.instructions:
+        print(instructions_change(got["base"][0], got["head"][0], units_of(args)))
+        return
     print(summary(f"{a.rev}", got["base"]))
     print(summary("this checkout", got["head"]))
     change = (mean(got["head"]) - mean(got["base"])) / mean(got["base"])
@@ -104,6 +143,23 @@ def main() -> None:
             else "; the ranges do not overlap (more runs make that surer)"
         )
     )
+
+
+def units_of(args: list[str]) -> int | None:
+    """The bench's ``--units N``, when given."""
+    for i, arg in enumerate(args):
+        if arg == "--units" and i + 1 < len(args):
+            return int(args[i + 1])
+        if arg.startswith("--units="):
+            return int(arg.split("=", 1)[1])
+    return None
+
+
+def instructions_change(base: float, head: float, units: int | None) -> str:
+    line = f"instructions: {head - base:+,.0f} ({(head - base) / base:+.2%} of the whole run)"
+    if units:
+        line += f", {(head - base) / units:+,.0f} a unit"
+    return line
 
 
 if __name__ == "__main__":

@@ -30,6 +30,27 @@ def test_the_default_figures_read_the_benches_own_lines() -> None:
         compare.figure("nothing here", compare.FIGURES["tick"])
 
 
+def test_the_instruction_count_is_valgrinds_total_not_a_figure_of_the_bench() -> None:
+    out = (
+        "tick CPU per validated unit (2000 units, quorum 2): 9,575 us\n"
+        "==7233== Events    : Ir\n"
+        "==7233== Collected : 6259082188\n"
+        "==7233== I   refs:      6,259,082,188\n"
+    )
+    assert compare.figure(out, compare.INSTRUCTIONS) == 6259082188.0
+    with pytest.raises(SystemExit, match="no figure"):  # not run under valgrind
+        compare.figure(out.splitlines()[0], compare.INSTRUCTIONS)
+
+
+def test_an_instruction_change_is_given_per_unit_when_the_bench_says_how_many() -> None:
+    assert compare.units_of(["--units", "2000", "--slots", "64"]) == 2000
+    assert compare.units_of(["--units=500"]) == 500
+    assert compare.units_of(["--slots", "64"]) is None
+    line = compare.instructions_change(6_000_000_000, 5_940_000_000, 2000)
+    assert line == "instructions: -60,000,000 (-1.00% of the whole run), -30,000 a unit"
+    assert compare.instructions_change(100, 101, None).endswith("(+1.00% of the whole run)")
+
+
 def test_a_comparison_runs_both_sides_and_leaves_no_worktree() -> None:
     before = _worktrees()
     out = subprocess.run(
