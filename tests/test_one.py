@@ -1,6 +1,7 @@
 """sql.One, a statement run on the driver's own cursor: the same rows as SQLAlchemy returns,
 its types' processing included, on both backends; listeners still see it; what it cannot
-compile once is refused when it is first run."""
+compile once is refused when it is first run. And sql.Many, rows written by the driver's
+executemany: each value in its own column, processed as its type asks."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from sqlalchemy import (
 )
 
 from tabgrid.store.db import normalize_url
-from tabgrid.store.sql import One, in_ids
+from tabgrid.store.sql import Many, One, in_ids
 
 meta = MetaData()
 T = Table(
@@ -103,3 +104,27 @@ def test_an_expanding_in_is_refused(engine) -> None:  # type: ignore[no-untyped-
     limited = One(select(T.c.id).limit(bindparam("n", type_=Integer, literal_execute=True)))
     with engine.begin() as conn, pytest.raises(ValueError, match="literal_execute"):
         limited.all(conn, {"n": 3})
+
+
+def test_many_writes_each_value_into_its_column(engine) -> None:  # type: ignore[no-untyped-def]
+    # Keys in another order than the statement's columns; two of them processed (Float,
+    # Boolean), one not; and a column the rows do not name keeps its value.
+    many = Many(
+        update(T)
+        .where(T.c.id == bindparam("b_id"))
+        .values(at=bindparam("at", type_=Float), name=bindparam("name"), flag=bindparam("flag"))
+    )
+    rows = [
+        {"flag": True, "name": "seven", "b_id": 7, "at": 2},
+        {"name": "eight", "at": None, "b_id": 8, "flag": False},
+    ]
+    with engine.begin() as conn:
+        many.run(conn, rows)
+        many.run(conn, [])
+        got = conn.execute(BY_IDS, {"ids": [7, 8, 9]}).all()
+    assert [tuple(r) for r in got] == [
+        (7, "seven", True, 2.0),
+        (8, "eight", False, None),
+        (9, "w9", True, 9 / 4),
+    ]
+    assert type(got[0][3]) is float

@@ -81,7 +81,21 @@ def _binder(compiled: SQLCompiler, dialect: Dialect) -> Callable[[dict[str, Any]
         (only,) = names
         return lambda given: (values(given)[only],)
     pick = itemgetter(*names) if names else (lambda _: ())
-    return pick if plain else (lambda given: pick(values(given)))
+    if plain:
+        return pick
+    if fixed:
+        return lambda given: pick(values(given))
+    # The hot case (a row of a Many): the values picked in order, the few a type processes
+    # processed where they stand, not a new dict of every value per row.
+    at = [(i, process[n]) for i, n in enumerate(names) if n in process]
+
+    def positional(given: dict[str, Any]) -> tuple:
+        out = list(pick(given))
+        for i, p in at:
+            out[i] = p(out[i])
+        return tuple(out)
+
+    return positional
 
 
 class One:
