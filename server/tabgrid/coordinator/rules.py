@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from tabgrid.protocol import Output, Policy
 
@@ -13,17 +12,18 @@ Outputs = dict[str, Output]
 Loader = Callable[[Output], Any]  # Output -> numpy array
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):  # a tuple: made for every result of every unit judged
     replica_id: int
     outputs: Outputs
 
 
-@dataclass
-class Verdict:
+class Verdict(NamedTuple):
     canonical: int | None = None
-    valid: list[int] = field(default_factory=list)
-    invalid: list[int] = field(default_factory=list)
+    valid: Sequence[int] = ()
+    invalid: Sequence[int] = ()
+
+
+UNDECIDED = Verdict()
 
 
 def check_set(
@@ -38,14 +38,14 @@ def check_set(
     once however many of its results agree: two leases of one unit that reached one worker
     (a race, a lease lost and given back) are one word. No verdict until `quorum` witnesses
     answered, and none while no result reaches the quorum."""
-    if len({witness(r.replica_id) for r in results}) < quorum:
-        return Verdict()
+    if len(results) < quorum or len({witness(r.replica_id) for r in results}) < quorum:
+        return UNDECIDED
     for cand in results:
         agreeing = [o.replica_id for o in results if o is cand or agree(cand.outputs, o.outputs)]
         if len({witness(rid) for rid in agreeing}) >= quorum:
             rest = [o.replica_id for o in results if o.replica_id not in agreeing]
             return Verdict(cand.replica_id, agreeing, rest)
-    return Verdict()
+    return UNDECIDED
 
 
 def same_shape(a: Outputs, b: Outputs) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from sqlalchemy import Connection
 
@@ -115,7 +114,9 @@ class Verdicts:
                 return self._ask_more(u, policy, len(fresh))
             self._settle(b, u, ctx, fresh[0], [fresh[0].replica_id], owner, tallies, "adaptive")
             return False
-        witness = partial(self._voter, b, owner=owner)
+        # Who a result counts as in a quorum: its address where replicas of a unit go to
+        # distinct addresses, else its worker (every replica has both).
+        witness = (b.addresses if self._distinct_addresses else owner).get
         verdict = check_set(fresh, policy.quorum, agree, witness)
         if verdict.canonical is not None:
             canon = next(c for c in fresh if c.replica_id == verdict.canonical)
@@ -139,11 +140,6 @@ class Verdicts:
         self._outcome.latencies.append(max(0.0, self._now - b.first_result.get(u.id, self._now)))
         witnesses = {self._witness(b, rid, owner) for rid in valid}
         self._judge(b, u, ctx, valid, invalid, owner, tallies, confirmed=len(witnesses) > 1)
-
-    def _voter(self, b: Batch, rid: int, owner: dict[int, str]) -> str:
-        """Who a result counts as in a quorum: its address where replicas of a unit go to
-        distinct addresses, else its worker."""
-        return b.addresses.get(rid, "") if self._distinct_addresses else owner[rid]
 
     def _witness(self, b: Batch, rid: int, owner: dict[int, str]) -> str:
         """Who a result counts as: its address when addresses are capped, else its worker."""
