@@ -123,9 +123,8 @@ class Batch:
                     addresses[rep.id] = rep.client_addr
                     if rep.spot_check:
                         spot.add(rep.id)
-        replicas = {
-            uid: [r for _, _, r in sorted(rows, key=_by_return)] for uid, rows in keyed.items()
-        }
+        # (returned_at, id, row): ids are unique, so a row itself is never compared.
+        replicas = {uid: [r for _, _, r in sorted(rows)] for uid, rows in keyed.items()}
         first = {uid: min(at for at, _, _ in rows) for uid, rows in keyed.items()}
         return cls(replicas, specs, first, addresses, spot)
 
@@ -150,10 +149,6 @@ class Batch:
                 else:
                     row["state"] = state
             results_q.judge(conn, stored, state)
-
-
-def _by_return(item: tuple) -> tuple[float, int]:
-    return item[0], item[1]
 
 
 # Canonical outputs this small, all inline, are stored in their unit's row. A blob row is a

@@ -81,8 +81,8 @@ class Round:
             }
         tallies: dict[str, Tally] = {}
         updates = {rep.id: self._apply(inc, rep, units, tallies, conn) for inc, rep in accepted}
-        for i, (_, rep) in enumerate(accepted):  # a tick's results keep their arrival order
-            updates[rep.id]["returned_at"] = now + i * ARRIVAL_STEP_S
+        for i, row in enumerate(updates.values()):  # a tick's results keep their arrival order
+            row["returned_at"] = now + i * ARRIVAL_STEP_S
         # Uploaded outputs belong to the job at once; inline ones once kept (below).
         uploaded = {
             (o.digest, rep.job_id)
@@ -246,11 +246,12 @@ class Round:
         self, inc: Incoming, rep: Held, units: dict[int, UnitRow], tallies: dict, conn: Connection
     ) -> dict:
         u = units[rep.unit_id]
-        row = {"b_id": rep.id, "elapsed_ms": inc.item.elapsed_ms, "outputs": None}
+        row = {"b_id": rep.id, "elapsed_ms": inc.item.elapsed_ms, "outputs": None, "error": None}
         if rep.state == "released" and u.final and inc.item.error is not None:
             # Called back (its job failed or was cancelled) while it ran: the error is the call
             # back's (a blob no longer served, say), not the worker's. Nothing counts.
-            return row | {"state": "released", "error": None}
+            row["state"] = "released"
+            return row
         if rep.state == "leased" and not u.final:
             u.inflight = max(0, u.inflight - 1)
         elif rep.state == "released" and not u.final and u.want > 0:
@@ -267,7 +268,8 @@ class Round:
                 u.replace_replica(ctx.policy)
                 u.fail_if_stuck(f"every replica failed or was lost; last error: {error}")
                 u.derive_state()
-            return row | {"state": "error", "error": error}
+            row["state"], row["error"] = "error", error
+            return row
         if not rep.spot_check:
             u.results += 1
         policy = self._contexts(conn, u.job_id).policy
@@ -275,7 +277,8 @@ class Round:
             # Comparisons will read the bytes; and backtracking may make any result canonical.
             self._outputs.keep(inc.item.outputs or {}, u.job_id)
         outputs = self._parsed[rep.id] = strip_data(inc.item.outputs or {})
-        return row | {"state": "returned", "error": None, "outputs": dumps(outputs)}
+        row["state"], row["outputs"] = "returned", dumps(outputs)
+        return row
 
     def _deterministic(self, inc: Incoming, u: UnitRow, error: str, conn: Connection) -> bool:
         """Fails the unit (and its job, when every unit runs the same shader) on a confirmed

@@ -337,7 +337,7 @@ def save_units(
     the rest of a tick, which every coordinator's ticks on that job would queue behind."""
     if not units:
         return
-    _SAVE.run(conn, [{"b_id": u.id, **u.values(now)} for u in units])
+    _SAVE.run(conn, [u.values(now, b_id=u.id) for u in units])
     deferred = ended is not None
     ended = ended if ended is not None else {}
     reopened: dict[int, int] = {}

@@ -119,7 +119,7 @@ def judge(conn: Connection, replica_ids: list[int], state: str) -> None:
 def save_replicas(conn: Connection, rows: list[dict], now: float) -> None:
     """Each replica of a batch, written once: {b_id, state, outputs, error, elapsed_ms} and
     perhaps returned_at (else ``now``)."""
-    _SAVE.run(conn, [{"returned_at": now} | row for row in rows])
+    _SAVE.run(conn, [row if "returned_at" in row else row | {"returned_at": now} for row in rows])
 
 
 def reference_outputs(conn: Connection, refs: set[tuple[str, int]]) -> None:

@@ -101,8 +101,9 @@ class UnitRow:
         self.results = results
         self.revision += 1
 
-    def values(self, now: float) -> dict:
-        return {
+    def values(self, now: float, **more: object) -> dict:
+        """The columns it writes back, and ``more`` (a key the statement binds, say)."""
+        row = {
             "state": self.state,
             "want": self.want,
             "issued": self.issued,
@@ -116,6 +117,8 @@ class UnitRow:
             "revision": self.revision,
             "updated_at": now,
         }
+        row.update(more)
+        return row
 
 
 # ---- deterministic failures (coordinator/recording.py decides; these are its statements) ----
