@@ -138,7 +138,8 @@ class Verdicts:
         invalid = [rid for rid in fresh if rid not in valid]
         self._accept_canonical(u, canon, by, value)
         self._outcome.latencies.append(max(0.0, self._now - b.first_result.get(u.id, self._now)))
-        witnesses = {self._witness(b, rid, owner) for rid in valid}
+        who = (b.addresses if self._per_address else owner).get
+        witnesses = {who(rid) for rid in valid}
         self._judge(b, u, ctx, valid, invalid, owner, tallies, confirmed=len(witnesses) > 1)
 
     def _witness(self, b: Batch, rid: int, owner: dict[int, str]) -> str:

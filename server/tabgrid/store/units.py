@@ -17,7 +17,7 @@ R = Replica.__table__  # type: ignore[attr-defined]
 FINAL = ("done", "failed", "cancelled")
 
 
-@dataclass
+@dataclass(slots=True)
 class UnitRow:
     """The counters of one unit, changed in Python and written back in one UPDATE."""
 
