@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import Connection
@@ -21,8 +21,7 @@ from tabgrid.store.leases import Ended, add_ended
 from tabgrid.store.results import Held
 
 
-@dataclass(frozen=True)
-class Incoming:
+class Incoming(NamedTuple):  # a tuple: one is made for every result that comes in
     worker: str
     item: ResultItem
     tries: int = 0  # ticks that failed with it

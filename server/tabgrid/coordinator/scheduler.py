@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
@@ -340,7 +340,7 @@ class Scheduler:
             # Nobody's work is forgotten: the workers still want units, and the results are
             # tried again a few times before their leases are left to the deadline.
             self._hungry.update(w for w in wanted if w in self.peers)
-            again = [replace(inc, tries=inc.tries + 1) for inc in batch]
+            again = [inc._replace(tries=inc.tries + 1) for inc in batch]
             self._results[:0] = [inc for inc in again if inc.tries <= MAX_TICK_TRIES]
             self._give_back({inc.worker for inc in again if inc.tries > MAX_TICK_TRIES})
             self._wake.set()
