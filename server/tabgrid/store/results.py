@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Float, bindparam, select, update
+from sqlalchemy import Connection, Float, bindparam, select, text, update
 
 from tabgrid.store.sql import Many, One, in_ids, insert_ignore
 from tabgrid.store.tables import BlobUse, Replica
@@ -60,7 +60,12 @@ _LEASES = One(
     .with_for_update()
 )
 _LIVE = One(select(R.c.unit_id, R.c.worker_id).where(in_ids(R.c.unit_id), R.c.state != "released"))
-_STORED = frozenset(("returned", "valid"))
+# A unit's stored results, found through its replicas (replicas_unit): the state is wrapped
+# in an expression no index covers, else PostgreSQL, on statistics that do not know the
+# tick's units yet, walks replicas_worker_state over every result of the database instead.
+# Filtered here, not in Python: most replicas a tick's units have are still leased, or are the
+# tick's own results (not written yet), and each row fetched costs more than the filter.
+_STORED_ONLY = text("(replicas.state || '') IN ('returned', 'valid')")
 _DECIDING = One(
     select(
         R.c.unit_id,
@@ -71,7 +76,7 @@ _DECIDING = One(
         R.c.returned_at,
         R.c.client_addr,
         R.c.spot_check,
-    ).where(in_ids(R.c.unit_id))
+    ).where(in_ids(R.c.unit_id), _STORED_ONLY)
 )
 _JUDGE = One(update(R).where(in_ids(R.c.id)).values(state=bindparam("state")))
 _SAVE = Many(
@@ -105,10 +110,7 @@ def deciding(conn: Connection, unit_ids: list[int]) -> list[Returned]:
     them with the batch's own (an ORDER BY here sorted every row of the tick once more)."""
     if not unit_ids:
         return []
-    # The states are filtered here: a unit has a handful of replicas, and a condition on state
-    # lets PostgreSQL walk replicas_worker_state over every result of the database.
-    rows = _DECIDING.all(conn, {"ids": unit_ids})
-    return [Returned._make(r) for r in rows if r[3] in _STORED]
+    return [Returned._make(r) for r in _DECIDING.all(conn, {"ids": unit_ids})]
 
 
 def judge(conn: Connection, replica_ids: list[int], state: str) -> None:
