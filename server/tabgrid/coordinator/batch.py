@@ -122,9 +122,12 @@ class Batch:
                     addresses[rep.id] = rep.client_addr
                     if rep.spot_check:
                         spot.add(rep.id)
-        # (returned_at, id, row): ids are unique, so a row itself is never compared.
-        replicas = {uid: [r for _, _, r in sorted(rows)] for uid, rows in keyed.items()}
-        first = {uid: min(at for at, _, _ in rows) for uid, rows in keyed.items()}
+        replicas: dict[int, list] = {}
+        first: dict[int, float] = {}
+        for uid, rows in keyed.items():
+            rows.sort()  # (returned_at, id, row): ids are unique, a row is never compared
+            replicas[uid] = [r for _, _, r in rows]
+            first[uid] = rows[0][0]
         return cls(replicas, specs, first, addresses, spot)
 
     @staticmethod
