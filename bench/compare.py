@@ -15,9 +15,12 @@ give ``--figure`` a regular expression whose first group is the number.
 With ``--instructions`` each side runs once under valgrind's callgrind, and the figure is the
 instructions the whole run executed: a count that does not drift with the machine's load,
 repeatable within about 0.1% (the hash seed is fixed), so that a change of a few percent to
-the tick shows where CPU times bury it. Both sides start and set up alike, so the difference
-is the change's; with the bench's ``--units N`` it is also given per unit. Callgrind runs a
-program some fifty times slower: ``tick --units 2000`` takes about a minute.
+the tick shows where CPU times bury it. Both sides start and set up alike (both checkouts'
+code compiled first, so that neither pays for compiling it), so the difference is the
+change's; with the bench's ``--units N`` it is also given per unit. Only the bench's own
+process is counted: the benches that do their work in it (IN_PROCESS) are accepted. They run
+side by side unless they name a ``--db`` (one database shared by both would mix their work).
+Callgrind runs a program some fifty times slower: ``tick --units 2000`` takes about a minute.
 
     ./dev bench compare REV --instructions -- tick --units 2000
 """
@@ -50,15 +53,23 @@ def order(runs: int) -> list[str]:
 
 
 def figure(output: str, pattern: str) -> float:
-    found = re.search(pattern, output, re.MULTILINE)
+    found = re.search(pattern, output)
     if found is None:
         raise SystemExit(f"no figure matching {pattern!r} in the bench's output:\n{output}")
     return float(found.group(1).replace(",", ""))
 
 
 # valgrind's last word on a run: "==PID== Collected : N".
-INSTRUCTIONS = r"^==\d+== Collected : (\d+)"
+INSTRUCTIONS = r"(?m)^==\d+== Collected : (\d+)"
 CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+# Benches whose work runs in their own process, which is all that callgrind counts here.
+IN_PROCESS = frozenset({"tick", "trust"})
+
+
+def compile_code(checkout: Path) -> None:
+    """Byte-compiles a checkout's code, so that neither side's count includes compiling it."""
+    dirs = [str(checkout / d) for d in ("server", "bench", "tests")]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], check=True)
 
 
 def run_once(
@@ -106,6 +117,11 @@ def main() -> None:
         ap.error(f"bench {name!r} has no default figure: give --figure")
     if a.runs < 1:
         ap.error("--runs must be at least 1")
+    if a.instructions and name not in IN_PROCESS:
+        ap.error(
+            f"--instructions counts the bench's own process; bench {name!r} does its work in "
+            f"others (benches it counts: {', '.join(sorted(IN_PROCESS))})"
+        )
     if a.instructions and shutil.which("valgrind") is None:
         ap.error("--instructions wants valgrind: ./dev bench installs it")
     tmp = Path(tempfile.mkdtemp(prefix="compare-"))
@@ -115,8 +131,11 @@ def main() -> None:
     got: dict[str, list[float]] = {"base": [], "head": []}
     checkouts = {"base": base, "head": ROOT}
     try:
-        if a.instructions:  # a count does not depend on the load: both sides at once, once
-            with ThreadPoolExecutor(2) as pool:
+        if a.instructions:  # a count does not depend on the load: once a side
+            for checkout in checkouts.values():
+                compile_code(checkout)
+            alone = any(arg == "--db" or arg.startswith("--db=") for arg in args)
+            with ThreadPoolExecutor(1 if alone else 2) as pool:
                 outs = pool.map(lambda c: run_once(c, name, args, 0.0, True), checkouts.values())
                 runs = list(zip(checkouts, outs, strict=True))
         else:
@@ -146,13 +165,14 @@ def main() -> None:
 
 
 def units_of(args: list[str]) -> int | None:
-    """The bench's ``--units N``, when given."""
+    """The bench's ``--units N`` (spelled out), the last one given as argparse takes it."""
+    units = None
     for i, arg in enumerate(args):
         if arg == "--units" and i + 1 < len(args):
-            return int(args[i + 1])
-        if arg.startswith("--units="):
-            return int(arg.split("=", 1)[1])
-    return None
+            units = int(args[i + 1])
+        elif arg.startswith("--units="):
+            units = int(arg.split("=", 1)[1])
+    return units
 
 
 def instructions_change(base: float, head: float, units: int | None) -> str:

@@ -46,9 +46,27 @@ def test_an_instruction_change_is_given_per_unit_when_the_bench_says_how_many() 
     assert compare.units_of(["--units", "2000", "--slots", "64"]) == 2000
     assert compare.units_of(["--units=500"]) == 500
     assert compare.units_of(["--slots", "64"]) is None
+    assert compare.units_of(["--units", "10", "--units", "20"]) == 20, "argparse takes the last"
     line = compare.instructions_change(6_000_000_000, 5_940_000_000, 2000)
     assert line == "instructions: -60,000,000 (-1.00% of the whole run), -30,000 a unit"
     assert compare.instructions_change(100, 101, None).endswith("(+1.00% of the whole run)")
+
+
+def test_instructions_are_counted_only_for_benches_that_work_in_their_own_process() -> None:
+    # dispatch's work is in its coordinator and worker processes, which callgrind would not see
+    before = _worktrees()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare.py"), "HEAD", "--instructions", "--"]
+        + ["dispatch", "--units", "100"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "counts the bench's own process" in done.stderr, done.stderr
+    assert "tick" in done.stderr
+    assert _worktrees() == before, "refused before any worktree was made"
 
 
 def test_a_comparison_runs_both_sides_and_leaves_no_worktree() -> None:
