@@ -65,7 +65,14 @@ def test_a_running_job_moves_and_the_tabs_are_listed(
         seen.add(done.inner_text())
         return len(seen) >= 3
 
-    wait_until("the job's progress to move", moved, timeout=120)
+    # Three tabs first load Pyodide, then render tiles on software WebGPU: on a loaded 2-core
+    # machine that alone has taken most of two minutes.
+    try:
+        wait_until("the job's progress to move", moved, timeout=180)
+    except AssertionError as e:
+        with site.client() as client:
+            state = client.job(job)
+        raise AssertionError(f"{e}: the console showed {sorted(seen)}; {state}") from e
     for tab in fleet:
         expect(_row(console, "worker", tab.worker_id)).to_be_visible()
     row.click()  # shows the job's picture assembling
