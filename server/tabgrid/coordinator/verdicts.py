@@ -138,13 +138,14 @@ class Verdicts:
         invalid = [rid for rid in fresh if rid not in valid]
         self._accept_canonical(u, canon, by, value)
         self._outcome.latencies.append(max(0.0, self._now - b.first_result.get(u.id, self._now)))
-        who = (b.addresses if self._per_address else owner).get
-        witnesses = {who(rid) for rid in valid}
+        witness = self._witness_of(b, owner)
+        witnesses = {witness(rid) for rid in valid}
         self._judge(b, u, ctx, valid, invalid, owner, tallies, confirmed=len(witnesses) > 1)
 
-    def _witness(self, b: Batch, rid: int, owner: dict[int, str]) -> str:
-        """Who a result counts as: its address when addresses are capped, else its worker."""
-        return b.addresses.get(rid, "") if self._per_address else owner[rid]
+    def _witness_of(self, b: Batch, owner: dict[int, str]) -> Callable[[int], str | None]:
+        """Who a result (by replica id) counts as: its address when addresses are capped, else
+        its worker (every replica has both)."""
+        return (b.addresses if self._per_address else owner).get
 
     def _by_credibility(self, b, u, ctx, fresh, owner, tallies, agree) -> bool:  # type: ignore[no-untyped-def]
         """Sarmenta's credibility-based acceptance (coordinator/credibility.py)."""
@@ -214,11 +215,12 @@ class Verdicts:
     ) -> float:
         """The chance that the group is wrong: members at one address count once (the best of
         them), and spot-checks alongside a unit's replicas count as members too."""
-        best: dict[str, int] = {}
+        best: dict[str | None, int] = {}
+        witness = self._witness_of(b, owner)
         for c in group:
             wid = owner[c.replica_id]
             k = self._evidence.get(wid, trust_q.Evidence(0, 0)).k
-            who = self._witness(b, c.replica_id, owner)
+            who = witness(c.replica_id)
             best[who] = max(best.get(who, 0), k)
         return cred.group_bad(len(best), sum(best.values()), f)
 
